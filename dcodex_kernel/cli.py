@@ -1,0 +1,128 @@
+"""The `dcodex` command: run a file in the sandbox, show what the sandbox can do."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .backends import get_backend
+from .cancel import CancelToken
+from .events import Output, Result, Status
+from .options import OptionError, add_run_options, join_flag_values, parse_words, request_from
+from .request import Language, Limits
+
+EXTENSIONS = {".c": Language.C, ".cpp": Language.CPP, ".cc": Language.CPP, ".cxx": Language.CPP,
+              ".c++": Language.CPP, ".py": Language.PYTHON}
+
+# Exit codes of `dcodex run`: the program's own code when it ran to an exit, else one per outcome.
+EXIT_CODES = {
+    Status.COMPILE_ERROR: 65, Status.TIME_LIMIT: 124, Status.WALL_TIMEOUT: 124,
+    Status.MEMORY_LIMIT: 137, Status.OUTPUT_LIMIT: 141, Status.CANCELLED: 130,
+    Status.REJECTED: 2, Status.INTERNAL_ERROR: 70,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dcodex", description="Run C, C++ and Python programs in the DCodeX sandbox.")
+    parser.add_argument("--version", action="version", version=f"dcodex-kernel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run", help="compile (cached) and run a program file in the sandbox",
+        description="Compile (cached) and run FILE in the sandbox. Its output streams to this "
+        "terminal; a summary (status, time, memory) goes to stderr. The exit code is the "
+        "program's own, or: 65 compile error, 124 time limit, 137 memory limit, 141 output "
+        "limit, 130 interrupted, 2 bad request, 70 internal error, 128+N killed by signal N.",
+        epilog="Defaults: " + Limits().describe() + ". DCODEX_TIMEOUT, DCODEX_CPU_TIME, "
+        "DCODEX_MEMORY and DCODEX_OUTPUT_LIMIT change them.")
+    run.add_argument("file", metavar="FILE", help="program source (.c, .cpp/.cc/.cxx, .py)")
+    run.add_argument("--lang", help="language, if not clear from FILE's extension (c, cpp, python)")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object (result, stdout, stderr) instead of streaming")
+    add_run_options(run)
+
+    sub.add_parser("doctor", help="show the backend, the limits and the active isolation layers")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        ns = parse_words(parser, join_flag_values(argv))
+    except OptionError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if ns.command == "doctor":
+        return _doctor()
+    return _run(ns)
+
+
+def _run(ns) -> int:
+    try:
+        language = Language.parse(ns.lang) if ns.lang else _language_of(ns.file)
+        with open(ns.file, encoding="utf-8") as f:
+            code = f.read()
+        request = request_from(ns, code=code, language=language, base=Limits.from_env(),
+                               color=not ns.json and sys.stderr.isatty())
+    except (OptionError, ValueError, OSError) as e:
+        print(f"dcodex run: {e}", file=sys.stderr)
+        return 2
+
+    result = None
+    out = {"stdout": [], "stderr": []}
+    with CancelToken() as cancel:
+        events = get_backend().execute(request, cancel)
+        try:
+            for event in events:
+                if isinstance(event, Result):
+                    result = event
+                elif ns.json:
+                    out[event.stream].append(event.text)
+                else:
+                    stream = sys.stdout if event.stream == "stdout" else sys.stderr
+                    stream.write(event.text)
+                    stream.flush()
+        except KeyboardInterrupt:
+            cancel.cancel()
+            result = next(r for r in events if isinstance(r, Result))
+        finally:
+            events.close()
+    if ns.json:
+        doc = result.to_dict()
+        doc.update(stdout="".join(out["stdout"]), stderr="".join(out["stderr"]))
+        print(json.dumps(doc, indent=2))
+    else:
+        print(result.summary(), file=sys.stderr)
+    return exit_code(result)
+
+
+def exit_code(result: Result) -> int:
+    if result.status in EXIT_CODES:
+        return EXIT_CODES[result.status]
+    if result.signal:
+        return 128 + result.signal
+    return result.exit_code or 0
+
+
+def _language_of(path: str) -> Language:
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in EXTENSIONS:
+        raise ValueError(f"cannot tell the language of {path!r} from its extension; use --lang")
+    return EXTENSIONS[ext]
+
+
+def _doctor() -> int:
+    backend = get_backend()
+    info = backend.describe()
+    print(f"dcodex-kernel {__version__}")
+    for key, value in info.items():
+        if isinstance(value, list):
+            value = ", ".join(value) or "none"
+        print(f"{key:>14}: {value}")
+    print(f"{'run limits':>14}: {Limits.from_env().describe()}")
+    return 0

@@ -1,0 +1,87 @@
+"""What the engine says back: a stream of `Output` events, then exactly one `Result`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Callable, Iterable, Union
+
+
+class Status(str, Enum):
+    OK = "ok"
+    COMPILE_ERROR = "compile_error"
+    RUNTIME_ERROR = "runtime_error"  # non-zero exit
+    SIGNALED = "signaled"  # killed by a signal it raised (SIGSEGV, SIGABRT, ...)
+    TIME_LIMIT = "time_limit"  # CPU time
+    WALL_TIMEOUT = "wall_timeout"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    CANCELLED = "cancelled"  # interrupt, or the client went away
+    REJECTED = "rejected"  # the request itself is bad
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True)
+class Output:
+    """Text a program (phase "run") or its compiler (phase "compile") wrote, as it wrote it."""
+
+    stream: str  # "stdout" or "stderr"
+    text: str
+    phase: str = "run"
+
+
+@dataclass(frozen=True)
+class Result:
+    status: Status
+    message: str = ""  # one line for people; empty when ok
+    exit_code: int | None = None
+    signal: int | None = None
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    peak_memory: int = 0  # bytes (peak resident set of the program)
+    truncated: bool = False  # the output cap was hit
+    cached: bool = False  # the build came from the build cache
+    isolation: tuple[str, ...] = ()  # sandbox layers that were active
+    # Filled only by `collect()`, for callers that want the whole output at the end.
+    stdout: str = field(default="", repr=False)
+    stderr: str = field(default="", repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    def summary(self) -> str:
+        """The short line front doors print after a run."""
+        head = "ok" if self.ok else f"{self.status.value}: {self.message}"
+        stats = f"{self.wall_s * 1000:.0f} ms wall, {self.cpu_s * 1000:.0f} ms cpu"
+        if self.peak_memory:
+            stats += f", {self.peak_memory / (1 << 20):.1f} MiB peak"
+        if self.cached:
+            stats += ", cached build"
+        return f"[dcodex] {head} ({stats})"
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["status"] = self.status.value
+        d["isolation"] = list(self.isolation)
+        return d
+
+
+Event = Union[Output, Result]
+
+
+def collect(events: Iterable[Event], on_output: Callable[[Output], None] | None = None) -> Result:
+    """Drain an event stream; return its Result with the run's stdout/stderr filled in."""
+    parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    result = None
+    for event in events:
+        if isinstance(event, Output):
+            if on_output:
+                on_output(event)
+            if event.phase == "run":
+                parts[event.stream].append(event.text)
+        else:
+            result = event
+    if result is None:  # the contract says this cannot happen; say so loudly if it does
+        raise RuntimeError("event stream ended without a Result")
+    return replace(result, stdout="".join(parts["stdout"]), stderr="".join(parts["stderr"]))

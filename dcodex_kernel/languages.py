@@ -1,0 +1,100 @@
+"""Per language: the source file name, how to compile it, how to run it."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .request import Language
+
+LINEBUF_SOURCE = Path(__file__).with_name("runtime") / "linebuf.c"
+LINEBUF_FILE = "dcodex_linebuf.c"
+PROGRAM = "main"  # the compiled program's file name in the run directory
+
+
+@dataclass(frozen=True)
+class Recipe:
+    language: Language
+    source_file: str
+    compiler_env: str | None  # CC / CXX, or None for interpreted languages
+    default_compiler: str | None
+    default_flags: tuple[str, ...]
+    display_name: str
+
+    @property
+    def compiles(self) -> bool:
+        return self.compiler_env is not None
+
+    def compiler(self) -> list[str]:
+        """The compiler command (honours CC/CXX, which may carry arguments), first word resolved."""
+        words = shlex.split(os.environ.get(self.compiler_env) or self.default_compiler)
+        exe = shutil.which(words[0])
+        if exe is None:
+            raise FileNotFoundError(f"{self.display_name} compiler {words[0]!r} not found")
+        return [os.path.realpath(exe), *words[1:]]
+
+    def compile_argv(self, cflags=(), ldflags=(), color=False) -> list[str]:
+        color_flag = "-fdiagnostics-color=always" if color else "-fdiagnostics-color=never"
+        return [*self.compiler(), *self.default_flags, color_flag, *cflags,
+                self.source_file, LINEBUF_FILE, "-o", PROGRAM, *ldflags]
+
+    def run_argv(self, args=(), *, sandbox_uid: int | None = None) -> list[str]:
+        if self.compiles:
+            return [f"./{PROGRAM}", *args]
+        # -I: ignore PYTHON* variables, user site and the script's dir; -u: unbuffered; -B: no .pyc
+        return [python_interpreter(sandbox_uid), "-I", "-u", "-B", self.source_file, *args]
+
+
+RECIPES = {
+    Language.C: Recipe(Language.C, "main.c", "CC", "gcc", ("-std=c17", "-O2", "-Wall"), "C"),
+    Language.CPP: Recipe(Language.CPP, "main.cpp", "CXX", "g++", ("-std=gnu++20", "-O2", "-Wall"), "C++"),
+    Language.PYTHON: Recipe(Language.PYTHON, "main.py", None, None, (), "Python"),
+}
+
+
+def recipe(language: Language) -> Recipe:
+    return RECIPES[language]
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_identity(exe: str) -> str:
+    """What makes two compilers produce different programs: path, version banner, binary."""
+    st = os.stat(exe)
+    banner = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    return f"{exe}\0{st.st_size}\0{st.st_mtime_ns}\0{banner.splitlines()[0] if banner else ''}"
+
+
+def python_interpreter(sandbox_uid: int | None = None) -> str:
+    """The engine's own interpreter, unless the sandbox's uid cannot reach it (e.g. it lives
+    under a 0700 /root): then the system interpreter of the same version, else any python3."""
+    own = os.path.realpath(sys.executable)
+    if sandbox_uid is None or (_world_reachable(own) and _world_reachable(sys.base_prefix)):
+        return own
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}",
+                      "/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(candidate) and _world_reachable(os.path.realpath(candidate)):
+            return os.path.realpath(candidate)
+    raise FileNotFoundError(
+        f"the sandbox user cannot reach {own} (check the permissions of its directories) "
+        "and no system python3 was found")
+
+
+def _world_reachable(path: str) -> bool:
+    """True if 'other' users can traverse every directory down to `path` and read/exec it."""
+    path = os.path.abspath(path)
+    parts = Path(path).parents
+    try:
+        for parent in parts:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+        return bool(os.stat(path).st_mode & (stat.S_IROTH | stat.S_IXOTH))
+    except OSError:
+        return False

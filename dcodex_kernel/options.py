@@ -1,0 +1,179 @@
+"""The one option grammar shared by the `%%dcodex LANG [options]` cell header (kernel and
+IPython magics) and `dcodex run`: parse the words, then build a Request from them."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from dataclasses import replace
+
+from .request import Language, Limits, Request, parse_seconds, parse_size
+
+# Options whose value is itself a list of flags: `--cflags -O3` must not read -O3 as an option.
+FLAG_VALUED = ("--cflags", "--ldflags", "--args")
+
+
+class OptionError(ValueError):
+    """A bad header or command line; str() is a message fit to show a person."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise OptionError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
+
+    def exit(self, status=0, message=None):  # --help inside a cell must not exit the kernel
+        raise OptionError(message or self.format_help())
+
+
+def _typed(parse, what):
+    def convert(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{what}: {e}") from None
+    convert.__name__ = what
+    return convert
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options every front door understands, with one meaning everywhere."""
+    g = parser.add_argument_group("limits and input")
+    g.add_argument("--timeout", metavar="SECONDS", type=_typed(parse_seconds, "timeout"),
+                   help="wall-clock limit of the run (e.g. 10, 2.5s, 500ms)")
+    g.add_argument("--cpu-time", metavar="SECONDS", type=_typed(parse_seconds, "cpu time"),
+                   help="CPU-time limit of the run")
+    g.add_argument("--memory", metavar="SIZE", type=_typed(parse_size, "memory"),
+                   help="memory (address space) limit, e.g. 256M, 2G")
+    g.add_argument("--output-limit", metavar="SIZE", type=_typed(parse_size, "output limit"),
+                   help="cap on stdout+stderr together, e.g. 64K, 1M")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--stdin", metavar="TEXT",
+                     help=r"text fed to the program's stdin; escapes like \n and \t are understood")
+    src.add_argument("--stdin-file", metavar="PATH", help="feed this file to stdin")
+    g.add_argument("--cflags", metavar="FLAGS", action="append", default=[],
+                   help="extra compiler flags, e.g. --cflags '-O0 -g' (repeatable)")
+    g.add_argument("--ldflags", metavar="FLAGS", action="append", default=[],
+                   help="extra link flags, e.g. --ldflags -lm (repeatable)")
+    g.add_argument("--args", metavar="ARGS", action="append", default=[],
+                   help="command-line arguments for the program (shell-quoted)")
+    g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                   help="use the build cache (default: yes)")
+    return src  # front doors may add more stdin sources to the same exclusive group
+
+
+def header_parser(prog: str = "%%dcodex", *, magic: bool = False) -> argparse.ArgumentParser:
+    """The parser for a `%%dcodex [LANG] [options]` line; `magic` adds the IPython-only options."""
+    parser = _Parser(prog=prog, add_help=True, allow_abbrev=False,
+                     description="Compile and run this cell as a C, C++ or Python program in the DCodeX sandbox.")
+    parser.add_argument("language", nargs="?", metavar="LANG",
+                        help="c, cpp (c++), or python (py)")
+    stdin_group = add_run_options(parser)
+    if magic:
+        stdin_group.add_argument("--stdin-var", metavar="NAME",
+                                 help="feed the str or bytes in this variable to stdin")
+        m = parser.add_argument_group("IPython")
+        m.add_argument("--out", metavar="VAR", help="store the Result in this variable")
+        m.add_argument("--no-raise-error", action="store_true",
+                       help="do not raise an exception when the program fails")
+        m.add_argument("--quiet", action="store_true", help="no summary line after the run")
+    return parser
+
+
+def split_words(line: str) -> list[str]:
+    """Shell-like split of a header line, with `--cflags -O3` joined into `--cflags=-O3`."""
+    try:
+        words = shlex.split(line)
+    except ValueError as e:
+        raise OptionError(f"cannot parse options {line!r}: {e}") from None
+    return join_flag_values(words)
+
+
+def join_flag_values(words: list[str]) -> list[str]:
+    joined, i = [], 0
+    while i < len(words):
+        word = words[i]
+        if word in FLAG_VALUED and i + 1 < len(words):
+            joined.append(f"{word}={words[i + 1]}")
+            i += 2
+        else:
+            joined.append(word)
+            i += 1
+    return joined
+
+
+def parse_words(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
+    ns = parser.parse_args(words)
+    if getattr(ns, "language", None):
+        try:
+            ns.language = Language.parse(ns.language)
+        except ValueError as e:
+            raise OptionError(f"{parser.prog}: {e}") from None
+    return ns
+
+
+def parse_header(line: str, *, magic: bool = False, prog: str = "%%dcodex") -> argparse.Namespace:
+    """Parse the options part of a `%%dcodex` line (everything after `%%dcodex`)."""
+    return parse_words(header_parser(prog, magic=magic), split_words(line))
+
+
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)", re.DOTALL)
+_SIMPLE = {"n": b"\n", "t": b"\t", "r": b"\r", "0": b"\0", "\\": b"\\", "'": b"'", '"': b'"',
+           "a": b"\a", "b": b"\b", "f": b"\f", "v": b"\v", "e": b"\x1b"}
+
+
+def unescape(text: str) -> bytes:
+    r"""'1 2\n3\n' → b'1 2\n3\n'. Non-ASCII text stays UTF-8; unknown escapes stay as typed."""
+    out, pos = bytearray(), 0
+    for m in _ESCAPE.finditer(text):
+        out += text[pos:m.start()].encode()
+        esc = m.group(1)
+        if esc[0] == "x" and len(esc) == 3:
+            out.append(int(esc[1:], 16))
+        elif esc in _SIMPLE:
+            out += _SIMPLE[esc]
+        elif esc.isdigit() and set(esc) <= set("01234567"):
+            out.append(int(esc, 8) & 0xFF)
+        else:
+            out += m.group(0).encode()
+        pos = m.end()
+    out += text[pos:].encode()
+    return bytes(out)
+
+
+def limits_from(ns: argparse.Namespace, base: Limits) -> Limits:
+    changes = {name: getattr(ns, opt) for opt, name in (
+        ("timeout", "wall_s"), ("cpu_time", "cpu_s"), ("memory", "memory"), ("output_limit", "output"),
+    ) if getattr(ns, opt, None) is not None}
+    return replace(base, **changes)
+
+
+def stdin_from(ns: argparse.Namespace) -> bytes:
+    if ns.stdin is not None:
+        return unescape(ns.stdin)
+    if ns.stdin_file:
+        try:
+            with open(ns.stdin_file, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise OptionError(f"--stdin-file: {e.strerror}: {ns.stdin_file}") from None
+    return b""
+
+
+def _split_all(values: list[str]) -> tuple[str, ...]:
+    return tuple(word for value in values for word in shlex.split(value))
+
+
+def request_from(ns: argparse.Namespace, *, code: str, language: Language, base: Limits,
+                 stdin: bytes | None = None, color: bool = False) -> Request:
+    """The Request these options describe. `stdin` overrides --stdin/--stdin-file (magics)."""
+    try:
+        return Request(
+            language=language, code=code,
+            stdin=stdin_from(ns) if stdin is None else stdin,
+            limits=limits_from(ns, base),
+            cflags=_split_all(ns.cflags), ldflags=_split_all(ns.ldflags), args=_split_all(ns.args),
+            cache=True if ns.cache is None else ns.cache, color=color,
+        )
+    except ValueError as e:
+        raise OptionError(str(e)) from None

@@ -1,0 +1,147 @@
+"""What a front door asks the engine to do: one `Request`, with its `Limits`."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+
+
+class Language(str, Enum):
+    C = "c"
+    CPP = "cpp"
+    PYTHON = "python"
+
+    @classmethod
+    def parse(cls, name: str) -> "Language":
+        """Accept the names people type: c, cpp/c++/cxx, python/py (any case)."""
+        key = name.strip().lower()
+        for lang, aliases in _ALIASES.items():
+            if key in aliases:
+                return lang
+        known = ", ".join(sorted({a for aliases in _ALIASES.values() for a in aliases}))
+        raise ValueError(f"unknown language {name!r} (known: {known})")
+
+
+_ALIASES = {
+    Language.C: {"c"},
+    Language.CPP: {"cpp", "c++", "cxx", "cc"},
+    Language.PYTHON: {"python", "py", "python3"},
+}
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """'256M', '2G', '512k', '1.5GiB', '4096' → bytes (binary units)."""
+    if isinstance(text, int):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
+        if not m:
+            raise ValueError(f"invalid size {text!r} (use e.g. 256M, 2G, 65536)")
+        value = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    if value <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return value
+
+
+def parse_seconds(text: str | float) -> float:
+    """'10', '2.5', '2.5s', '500ms' → seconds."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*", str(text), re.IGNORECASE)
+        if not m:
+            raise ValueError(f"invalid duration {text!r} (use e.g. 10, 2.5s, 500ms)")
+        value = float(m.group(1)) / (1000 if (m.group(2) or "").lower() == "ms" else 1)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"duration must be positive, got {text!r}")
+    return value
+
+
+def format_size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} B"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one step (compile or run) of a program."""
+
+    cpu_s: float = 10.0  # CPU seconds (RLIMIT_CPU, rounded up to whole seconds)
+    wall_s: float = 10.0  # wall-clock seconds, enforced by the supervisor
+    memory: int = 512 << 20  # address space, bytes
+    output: int = 1 << 20  # stdout + stderr together, bytes
+    processes: int = 64  # processes/threads of the run's user
+    file_size: int = 64 << 20  # largest file the program may write, bytes
+    open_files: int = 256
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"limit {f.name} must be positive, got {value!r}")
+
+    # Environment variables a kernel (or any front door) reads its defaults from.
+    ENV = {
+        "DCODEX_TIMEOUT": ("wall_s", parse_seconds),
+        "DCODEX_CPU_TIME": ("cpu_s", parse_seconds),
+        "DCODEX_MEMORY": ("memory", parse_size),
+        "DCODEX_OUTPUT_LIMIT": ("output", parse_size),
+        "DCODEX_MAX_PROCESSES": ("processes", int),
+    }
+
+    @classmethod
+    def from_env(cls, environ=None, base: "Limits | None" = None) -> "Limits":
+        """Defaults overridden by DCODEX_* variables; a bad value raises ValueError naming it."""
+        environ = os.environ if environ is None else environ
+        changes = {}
+        for var, (name, parse) in cls.ENV.items():
+            if environ.get(var):
+                try:
+                    changes[name] = parse(environ[var])
+                except ValueError as e:
+                    raise ValueError(f"{var}: {e}") from None
+        return replace(base or cls(), **changes)
+
+    def describe(self) -> str:
+        return (
+            f"wall {self.wall_s:g} s, cpu {self.cpu_s:g} s, memory {format_size(self.memory)}, "
+            f"output {format_size(self.output)}, processes {self.processes}, "
+            f"file size {format_size(self.file_size)}, open files {self.open_files}"
+        )
+
+
+# Compilers are trusted more than programs, but `#include "/dev/urandom"` and template bombs are
+# hostile input too: bounded, just more loosely.
+COMPILE_LIMITS = Limits(cpu_s=30.0, wall_s=60.0, memory=2 << 30, output=1 << 20, processes=64)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One program to build and run. Every front door produces exactly this."""
+
+    language: Language
+    code: str
+    stdin: bytes = b""
+    limits: Limits = field(default_factory=Limits)
+    compile_limits: Limits = COMPILE_LIMITS
+    cflags: tuple[str, ...] = ()
+    ldflags: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    cache: bool = True  # use the build cache (never changes what runs, only whether it recompiles)
+    color: bool = False  # ask the compiler for coloured diagnostics
+
+    def __post_init__(self):
+        if not isinstance(self.language, Language):
+            object.__setattr__(self, "language", Language.parse(str(self.language)))
+        if isinstance(self.stdin, str):
+            object.__setattr__(self, "stdin", self.stdin.encode())
+        for name in ("cflags", "ldflags", "args"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))

@@ -1,0 +1,169 @@
+"""Which isolation layers this machine allows (detected once), and each run's private
+workspace: a temp dir and, when the engine runs as root, an unprivileged uid of its own."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import os
+import random
+import shutil
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+from .launcher import launcher_path
+
+# Each concurrent run as root gets its own uid from this range: RLIMIT_NPROC then counts only
+# that run's processes, runs cannot signal each other, and the files a run leaves in /tmp can be
+# found by owner. The uids need no /etc/passwd entry.
+UID_BASE = int(os.environ.get("DCODEX_UID_BASE", "61000"))
+UID_COUNT = 256
+# World-writable places a program could leave files in, outside its own directory.
+SHARED_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    root: bool
+    pid_namespace: bool  # every run gets its own pid namespace (its init kills all on exit)
+    user_namespace: bool  # ...made possible for a non-root engine by a user namespace
+
+    def launcher_flags(self) -> list[str]:
+        if not self.pid_namespace:
+            return []
+        return ["-n", "-U"] if self.user_namespace else ["-n"]
+
+    def layers(self) -> tuple[str, ...]:
+        layers = ["rlimits", "private-dir", "clean-env", "new-session"]
+        layers.append("pid-namespace" if self.pid_namespace else "subreaper")
+        if self.root:
+            layers.append("per-run-uid")
+        return tuple(layers)
+
+    def missing(self) -> tuple[str, ...]:
+        """Layers that would be active on a better-equipped machine (shown as degraded)."""
+        out = []
+        if not self.pid_namespace:
+            out.append("pid-namespace (daemons are caught by a subreaper instead)")
+        if not self.root:
+            out.append("per-run-uid (needs root; runs share your uid and process limit)")
+        return tuple(out)
+
+
+@functools.lru_cache(maxsize=1)
+def detect() -> Capabilities:
+    root = os.geteuid() == 0
+    if root:
+        return Capabilities(root=True, pid_namespace=_launcher_works(["-n"]), user_namespace=False)
+    userns = _launcher_works(["-n", "-U"])
+    return Capabilities(root=False, pid_namespace=userns, user_namespace=userns)
+
+
+def _launcher_works(flags: list[str]) -> bool:
+    try:
+        proc = subprocess.run(
+            [launcher_path(), *flags, "--", "/bin/true"],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+class NoFreeIdentity(RuntimeError):
+    pass
+
+
+class Workspace:
+    """A run's private directory and identity; everything is removed on exit.
+
+    Use as a context manager; `uid`/`gid` are None when the engine is not root (the program
+    then runs as the engine's own user).
+    """
+
+    def __init__(self, caps: Capabilities):
+        self.caps = caps
+        self.uid: int | None = None
+        self.gid: int | None = None
+        self.path = ""
+        self._lock_fd = -1
+
+    def __enter__(self) -> "Workspace":
+        try:
+            if self.caps.root:
+                self._acquire_uid()
+            self.path = tempfile.mkdtemp(prefix="dcodex-run-")
+            if self.uid is not None:
+                os.chown(self.path, self.uid, self.gid)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.path:
+            _remove_tree(self.path)
+            self.path = ""
+        if self.uid is not None:
+            _remove_files_owned_by(self.uid)
+            self.uid = self.gid = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock: the uid is free again
+            self._lock_fd = -1
+
+    def _acquire_uid(self) -> None:
+        lock_dir = "/run/dcodex-uids" if os.access("/run", os.W_OK) else os.path.join(
+            tempfile.gettempdir(), f"dcodex-uids-{os.geteuid()}")
+        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        start = random.randrange(UID_COUNT)
+        for i in range(UID_COUNT):
+            uid = UID_BASE + (start + i) % UID_COUNT
+            fd = os.open(os.path.join(lock_dir, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    continue
+                raise
+            self._lock_fd, self.uid, self.gid = fd, uid, uid
+            # A crashed engine may have left files behind under this uid.
+            _remove_files_owned_by(uid)
+            return
+        raise NoFreeIdentity(f"all {UID_COUNT} sandbox uids are busy")
+
+
+def _remove_tree(path: str) -> None:
+    def make_writable_and_retry(func, p, _exc):
+        # A program may chmod 000 its own directories; the engine still removes them.
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+            func(p)
+        except FileNotFoundError:
+            pass
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+def _remove_files_owned_by(uid: int) -> None:
+    for top in SHARED_TMP_DIRS:
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if st.st_uid != uid:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    _remove_tree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                pass

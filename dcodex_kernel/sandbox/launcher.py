@@ -1,0 +1,62 @@
+"""Build (once per source version) and locate the small C launcher in `launcher.c`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from ..paths import cache_dir
+
+SOURCE = Path(__file__).with_name("launcher.c")
+_lock = threading.Lock()
+_path: str | None = None
+
+
+class LauncherUnavailable(RuntimeError):
+    pass
+
+
+def launcher_path() -> str:
+    """Path of the compiled launcher, building it on first use with the system C compiler."""
+    global _path
+    if _path:
+        return _path
+    with _lock:
+        if _path:
+            return _path
+        source = SOURCE.read_bytes()
+        digest = hashlib.sha256(source).hexdigest()[:16]
+        target = cache_dir() / "launcher" / f"dcodex-launch-{digest}"
+        if not os.access(target, os.X_OK):
+            _build(source, target)
+        _path = str(target)
+        return _path
+
+
+def _build(source: bytes, target: Path) -> None:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise LauncherUnavailable("the sandbox launcher needs a C compiler (cc/gcc) on PATH")
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = os.path.join(tmp, "launcher.c")
+        out = os.path.join(tmp, "dcodex-launch")
+        with open(src, "wb") as f:
+            f.write(source)
+        errors = ""
+        # Static when libc.a is there: it starts ~0.3 ms faster on every run.
+        for extra in (["-static"], []):
+            proc = subprocess.run(
+                [compiler, "-O2", *extra, "-o", out, src], capture_output=True, text=True
+            )
+            if proc.returncode == 0:
+                os.chmod(out, 0o755)
+                os.replace(out, target)  # atomic: concurrent builders race harmlessly
+                return
+            errors = proc.stderr
+        raise LauncherUnavailable(f"could not build the sandbox launcher:\n{errors}")

@@ -1,0 +1,284 @@
+"""Run one command in the sandbox: spawn it through the launcher, pump its output live, enforce
+the wall clock, the output cap and cancellation, kill the whole run at the end, collect stats."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import selectors
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Generator
+
+import psutil
+
+from ..cancel import CancelToken
+from ..events import Output
+from ..request import Limits
+from .isolation import Capabilities, Workspace
+from .launcher import launcher_path
+from .limits import rlimit_args
+
+READ_SIZE = 1 << 16
+STDERR_TAIL = 4096  # bytes of stderr kept to recognise out-of-memory messages
+LAUNCH_FAILED = 125  # the launcher's own exit code when it could not start the program
+
+
+@dataclass
+class ProcessExit:
+    """How a sandboxed command ended, before any interpretation."""
+
+    wait_status: int | None  # the program's wait(2) status; None if it never reported one
+    cpu_s: float
+    wall_s: float
+    peak_memory: int
+    stopped_for: str | None  # "wall", "output" or "cancel" when the supervisor ended it
+    truncated: bool
+    stderr_tail: bytes
+    launcher_code: int  # exit code of the launcher itself (LAUNCH_FAILED = could not start)
+
+
+def truncation_marker(cap: int) -> str:
+    # The DCodeX wording, so server clients see the same text.
+    return f"\n[Output truncated: exceeded {cap // 1024} KB limit]\n"
+
+
+def run_process(
+    argv: list[str],
+    *,
+    workspace: Workspace,
+    caps: Capabilities,
+    env: dict[str, str],
+    limits: Limits,
+    stdin: bytes = b"",
+    cancel: CancelToken | None = None,
+    phase: str = "run",
+) -> Generator[Output, None, ProcessExit]:
+    """Yield Output events while `argv` runs; return its ProcessExit. Closing the generator
+    early (client gone, exception) still kills every process of the run."""
+    cmd = [launcher_path(), *caps.launcher_flags()]
+    if workspace.uid is not None:
+        cmd += ["-u", str(workspace.uid), "-g", str(workspace.gid)]
+    stats_r, stats_w = os.pipe()
+    cmd += ["-s", str(stats_w), *rlimit_args(limits, own_uid=workspace.uid is not None), "--", *argv]
+
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=workspace.path, env=env, pass_fds=(stats_w,), start_new_session=True,
+        )
+    except BaseException:
+        os.close(stats_r)
+        raise
+    finally:
+        os.close(stats_w)
+
+    pump = _Pump(proc, limits.output, cancel)
+    stopped_for = None
+    snapshot = (0.0, 0)
+    try:
+        pump.feed_stdin(stdin)
+        deadline = started + limits.wall_s
+        while not pump.finished():
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                stopped_for = "wall"
+                break
+            for stream, text in pump.step(timeout):
+                yield Output(stream, text, phase)
+            if pump.over_cap:
+                stopped_for = "output"
+                break
+            if cancel is not None and cancel.cancelled:
+                stopped_for = "cancel"
+                break
+        if stopped_for:
+            snapshot = _usage_of_tree(proc.pid)
+            _kill_run(proc, caps)
+        for stream, text in pump.flush():
+            yield Output(stream, text, phase)
+        if pump.over_cap:
+            yield Output("stderr", truncation_marker(limits.output), phase)
+    finally:
+        # Reached on every path, including GeneratorExit: nothing of the run may survive.
+        if proc.poll() is None:
+            _kill_run(proc, caps)
+        pump.close()
+        wall_s = time.monotonic() - started
+        stats = _read_stats(stats_r)
+
+    wait_status, cpu_s, peak = None, snapshot[0], snapshot[1]
+    if stats:
+        wait_status, cpu_s, peak = stats[0], max(cpu_s, stats[1]), max(peak, stats[2])
+    return ProcessExit(
+        wait_status=wait_status, cpu_s=cpu_s, wall_s=wall_s, peak_memory=peak,
+        stopped_for=stopped_for, truncated=pump.over_cap, stderr_tail=bytes(pump.stderr_tail),
+        launcher_code=proc.returncode,
+    )
+
+
+class _Pump:
+    """Moves bytes between the program's pipes and the caller, never blocking, with an exact
+    cap on stdout+stderr together."""
+
+    def __init__(self, proc: subprocess.Popen, cap: int, cancel: CancelToken | None):
+        self.proc = proc
+        self.remaining = cap
+        self.over_cap = False
+        self.stderr_tail = bytearray()
+        self.sel = selectors.DefaultSelector()
+        self.pidfd = os.pidfd_open(proc.pid)
+        self.exited = False
+        self.streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+        self.decoders = {
+            name: codecs.getincrementaldecoder("utf-8")(errors="replace")
+            for name in ("stdout", "stderr")
+        }
+        for fd in self.streams:
+            self.sel.register(fd, selectors.EVENT_READ)
+        self.sel.register(self.pidfd, selectors.EVENT_READ)
+        if cancel is not None:
+            self.sel.register(cancel.fileno(), selectors.EVENT_READ)
+        self.stdin_data = memoryview(b"")
+
+    def feed_stdin(self, data: bytes) -> None:
+        if data:
+            os.set_blocking(self.proc.stdin.fileno(), False)
+            self.stdin_data = memoryview(data)
+            self.sel.register(self.proc.stdin.fileno(), selectors.EVENT_WRITE)
+        else:
+            self.proc.stdin.close()  # EOF at once
+
+    def finished(self) -> bool:
+        return self.exited and not self.streams
+
+    def step(self, timeout: float):
+        out = []
+        for key, _ in self.sel.select(timeout):
+            fd = key.fd
+            if fd == self.pidfd:
+                self.exited = True
+                self.sel.unregister(fd)
+            elif fd in self.streams:
+                data = os.read(fd, READ_SIZE)
+                if not data:
+                    self._close_stream(fd)
+                    continue
+                text = self._accept(self.streams[fd], data)
+                if text:
+                    out.append((self.streams[fd], text))
+                if self.over_cap:
+                    break
+            elif self.proc.stdin and fd == self.proc.stdin.fileno():
+                self._write_stdin()
+            # else: the cancel eventfd; the caller checks the token.
+        return out
+
+    def _accept(self, stream: str, data: bytes) -> str:
+        if len(data) > self.remaining:
+            data = data[: self.remaining]
+            self.over_cap = True
+        self.remaining -= len(data)
+        if stream == "stderr":
+            self.stderr_tail += data
+            del self.stderr_tail[:-STDERR_TAIL]
+        return self.decoders[stream].decode(data)
+
+    def _write_stdin(self) -> None:
+        fd = self.proc.stdin.fileno()
+        try:
+            n = os.write(fd, self.stdin_data[:READ_SIZE])
+            self.stdin_data = self.stdin_data[n:]
+            done = not self.stdin_data
+        except BrokenPipeError:  # the program stopped reading: that is its business
+            done = True
+        if done:
+            self.sel.unregister(fd)
+            self.proc.stdin.close()
+
+    def _close_stream(self, fd: int) -> None:
+        self.sel.unregister(fd)
+        del self.streams[fd]
+
+    def flush(self):
+        """Text still held by the decoders (a split or invalid sequence at the very end)."""
+        for name, decoder in self.decoders.items():
+            text = decoder.decode(b"", final=True)
+            if text:
+                yield name, text
+
+    def close(self) -> None:
+        self.sel.close()
+        os.close(self.pidfd)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe and not pipe.closed:
+                pipe.close()
+
+
+def _kill_run(proc: subprocess.Popen, caps: Capabilities) -> None:
+    """SIGKILL every process of the run and reap the launcher."""
+    try:
+        launcher = psutil.Process(proc.pid)
+        if caps.pid_namespace:
+            # The launcher's only child is the run's pid-namespace init: when it dies the kernel
+            # kills everything left in the namespace before the launcher can reap it.
+            for init in launcher.children():
+                os.kill(init.pid, signal.SIGKILL)
+        else:
+            # The launcher is a subreaper, so every escaped process is still below it.
+            for _ in range(100):
+                kids = launcher.children(recursive=True)
+                if not kids:
+                    break
+                for kid in kids:
+                    try:
+                        os.kill(kid.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                psutil.wait_procs(kids, timeout=0.5)
+    except psutil.NoSuchProcess:
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    try:  # whatever stayed in the launcher's process group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _usage_of_tree(pid: int) -> tuple[float, int]:
+    """CPU seconds and peak RSS of a run still in progress (for runs the supervisor stops)."""
+    cpu, peak = 0.0, 0
+    try:
+        procs = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return cpu, peak
+    for p in procs:
+        try:
+            with p.oneshot():
+                t = p.cpu_times()
+                cpu += t.user + t.system
+                peak = max(peak, p.memory_info().rss)
+        except psutil.Error:
+            pass
+    return cpu, peak
+
+
+def _read_stats(fd: int) -> tuple[int, float, int] | None:
+    """The launcher's report: wait status, CPU seconds, peak RSS in bytes."""
+    try:
+        data = os.read(fd, 256)
+    finally:
+        os.close(fd)
+    try:
+        status, utime, stime, maxrss_kb = (int(x) for x in data.split())
+    except ValueError:
+        return None
+    return status, (utime + stime) / 1e6, maxrss_kb * 1024
+
