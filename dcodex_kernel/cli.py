@@ -10,6 +10,7 @@ import sys
 from . import __version__
 from .backends import get_backend
 from .cancel import CancelToken
+from .info import describe
 from .events import Output, Result, Status
 from .options import OptionError, add_run_options, join_flag_values, parse_words, request_from
 from .request import Language, Limits
@@ -117,12 +118,10 @@ def _language_of(path: str) -> Language:
 
 
 def _doctor() -> int:
-    backend = get_backend()
-    info = backend.describe()
-    print(f"dcodex-kernel {__version__}")
-    for key, value in info.items():
-        if isinstance(value, list):
-            value = ", ".join(value) or "none"
-        print(f"{key:>14}: {value}")
-    print(f"{'run limits':>14}: {Limits.from_env().describe()}")
+    try:
+        limits = Limits.from_env()
+    except ValueError as e:
+        print(f"dcodex doctor: {e}", file=sys.stderr)
+        return 2
+    print(describe(get_backend(), limits))
     return 0
