@@ -34,11 +34,8 @@ class Recipe:
 
     def compiler(self) -> list[str]:
         """The compiler command (honours CC/CXX, which may carry arguments), first word resolved."""
-        words = shlex.split(os.environ.get(self.compiler_env) or self.default_compiler)
-        exe = shutil.which(words[0])
-        if exe is None:
-            raise FileNotFoundError(f"{self.display_name} compiler {words[0]!r} not found")
-        return [os.path.realpath(exe), *words[1:]]
+        return _resolve_compiler(os.environ.get(self.compiler_env) or self.default_compiler,
+                                 self.display_name)
 
     def compile_argv(self, cflags=(), ldflags=(), color=False) -> list[str]:
         color_flag = "-fdiagnostics-color=always" if color else "-fdiagnostics-color=never"
@@ -50,6 +47,20 @@ class Recipe:
             return [f"./{PROGRAM}", *args]
         # -I: ignore PYTHON* variables, user site and the script's dir; -u: unbuffered; -B: no .pyc
         return [python_interpreter(sandbox_uid), "-I", "-u", "-B", self.source_file, *args]
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve_compiler(command: str, display_name: str) -> list[str]:
+    words = shlex.split(command)
+    exe = shutil.which(words[0]) if words else None
+    if exe is None:
+        raise FileNotFoundError(f"{display_name} compiler {command!r} not found")
+    return [os.path.realpath(exe), *words[1:]]
+
+
+@functools.lru_cache(maxsize=1)
+def linebuf_source() -> bytes:
+    return LINEBUF_SOURCE.read_bytes()
 
 
 RECIPES = {

@@ -12,7 +12,7 @@ from typing import Iterator
 from ..build_cache import BuildCache, cache_key
 from ..cancel import CancelToken
 from ..events import Event, Output, Result, Status
-from ..languages import LINEBUF_FILE, LINEBUF_SOURCE, PROGRAM, compiler_identity, python_interpreter, recipe
+from ..languages import LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, python_interpreter, recipe
 from ..request import Request
 from ..sandbox import isolation
 from ..sandbox.outcome import classify
@@ -97,7 +97,7 @@ class LocalBackend:
         cached = False
         if rec.compiles:
             argv = rec.compile_argv(request.cflags, request.ldflags, request.color)
-            linebuf = LINEBUF_SOURCE.read_bytes()
+            linebuf = linebuf_source()
             key = cache_key(
                 rec.language.value, compiler_identity(argv[0]),
                 "\0".join(a for a in argv if not a.startswith("-fdiagnostics-color")),

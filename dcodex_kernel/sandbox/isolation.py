@@ -30,15 +30,27 @@ class Capabilities:
     root: bool
     pid_namespace: bool  # every run gets its own pid namespace (its init kills all on exit)
     user_namespace: bool  # ...made possible for a non-root engine by a user namespace
+    netns_fd: int | None = None  # an empty network namespace every run joins (root)
 
     def launcher_flags(self) -> list[str]:
         if not self.pid_namespace:
             return []
-        return ["-n", "-U"] if self.user_namespace else ["-n"]
+        if self.user_namespace:
+            return ["-n", "-N", "-U"]  # a namespace of its own: it cannot join one it does not own
+        return ["-n", "-E", str(self.netns_fd)] if self.netns_fd is not None else ["-n"]
+
+    def inherited_fds(self) -> tuple[int, ...]:
+        return () if self.netns_fd is None or self.user_namespace else (self.netns_fd,)
+
+    @property
+    def network_blocked(self) -> bool:
+        return self.pid_namespace and (self.user_namespace or self.netns_fd is not None)
 
     def layers(self) -> tuple[str, ...]:
         layers = ["rlimits", "private-dir", "clean-env", "new-session"]
         layers.append("pid-namespace" if self.pid_namespace else "subreaper")
+        if self.network_blocked:
+            layers.append("no-network")
         if self.root:
             layers.append("per-run-uid")
         return tuple(layers)
@@ -48,6 +60,8 @@ class Capabilities:
         out = []
         if not self.pid_namespace:
             out.append("pid-namespace (daemons are caught by a subreaper instead)")
+        if not self.network_blocked:
+            out.append("no-network (programs can open sockets)")
         if not self.root:
             out.append("per-run-uid (needs root; runs share your uid and process limit)")
         return tuple(out)
@@ -55,10 +69,11 @@ class Capabilities:
 
 @functools.lru_cache(maxsize=1)
 def detect() -> Capabilities:
-    root = os.geteuid() == 0
-    if root:
-        return Capabilities(root=True, pid_namespace=_launcher_works(["-n"]), user_namespace=False)
-    userns = _launcher_works(["-n", "-U"])
+    if os.geteuid() == 0:
+        pidns = _launcher_works(["-n"])
+        return Capabilities(root=True, pid_namespace=pidns, user_namespace=False,
+                            netns_fd=_empty_network_namespace() if pidns else None)
+    userns = _launcher_works(["-n", "-N", "-U"])
     return Capabilities(root=False, pid_namespace=userns, user_namespace=userns)
 
 
@@ -71,6 +86,26 @@ def _launcher_works(flags: list[str]) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0
+
+
+def _empty_network_namespace() -> int | None:
+    """Open (and keep open for the engine's life) a network namespace with no interface up.
+    A short-lived launcher creates it; the fd keeps it alive after that process is gone."""
+    holder = subprocess.Popen(
+        [launcher_path(), "-n", "-N", "--", "/bin/sh", "-c", "echo ready; exec sleep 60"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        if holder.stdout.readline() != b"ready\n":
+            return None
+        return os.open(f"/proc/{holder.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    finally:
+        holder.kill()  # its pid-namespace init dies with it, and the sleep with that
+        holder.wait()
+        holder.stdout.close()
 
 
 class NoFreeIdentity(RuntimeError):
@@ -115,9 +150,7 @@ class Workspace:
             self._lock_fd = -1
 
     def _acquire_uid(self) -> None:
-        lock_dir = "/run/dcodex-uids" if os.access("/run", os.W_OK) else os.path.join(
-            tempfile.gettempdir(), f"dcodex-uids-{os.geteuid()}")
-        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        lock_dir = _uid_lock_dir()
         start = random.randrange(UID_COUNT)
         for i in range(UID_COUNT):
             uid = UID_BASE + (start + i) % UID_COUNT
@@ -130,10 +163,17 @@ class Workspace:
                     continue
                 raise
             self._lock_fd, self.uid, self.gid = fd, uid, uid
-            # A crashed engine may have left files behind under this uid.
-            _remove_files_owned_by(uid)
             return
         raise NoFreeIdentity(f"all {UID_COUNT} sandbox uids are busy")
+
+
+@functools.lru_cache(maxsize=1)
+def _uid_lock_dir() -> str:
+    """Where the flocks that hand out sandbox uids live (shared by every engine process)."""
+    lock_dir = "/run/dcodex-uids" if os.access("/run", os.W_OK) else os.path.join(
+        tempfile.gettempdir(), f"dcodex-uids-{os.geteuid()}")
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    return lock_dir
 
 
 def _remove_tree(path: str) -> None:

@@ -57,6 +57,9 @@ def _build(source: bytes, target: Path) -> None:
             if proc.returncode == 0:
                 os.chmod(out, 0o755)
                 os.replace(out, target)  # atomic: concurrent builders race harmlessly
+                for old in target.parent.glob("dcodex-launch-*"):
+                    if old != target:  # launchers of older source versions
+                        old.unlink(missing_ok=True)
                 return
             errors = proc.stderr
         raise LauncherUnavailable(f"could not build the sandbox launcher:\n{errors}")

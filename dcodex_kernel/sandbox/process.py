@@ -68,7 +68,7 @@ def run_process(
     try:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=workspace.path, env=env, pass_fds=(stats_w,), start_new_session=True,
+            cwd=workspace.path, env=env, pass_fds=(stats_w, *caps.inherited_fds()), start_new_session=True,
         )
     except BaseException:
         os.close(stats_r)
