@@ -18,9 +18,16 @@ class OptionError(ValueError):
     """A bad header or command line; str() is a message fit to show a person."""
 
 
+class HelpRequested(OptionError):
+    """`-h`/`--help` was given: str() is the help text, to show as output rather than as a failure."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise OptionError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
+
+    def print_help(self, file=None):  # -h inside a cell: hand the text back, print nothing
+        raise HelpRequested(self.format_help())
 
     def exit(self, status=0, message=None):  # --help inside a cell must not exit the kernel
         raise OptionError(message or self.format_help())
