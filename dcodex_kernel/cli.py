@@ -47,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(run)
 
     sub.add_parser("doctor", help="show the backend, the limits and the active isolation layers")
+
+    inst = sub.add_parser(
+        "install", help="install the Jupyter kernelspecs dcodex-c, dcodex-cpp, dcodex-python",
+        description="Install the three DCodeX kernelspecs, started by this Python interpreter. "
+        "Default: --sys-prefix inside a virtual environment, else --user.")
+    where = inst.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="for this user (~/.local/share/jupyter)")
+    where.add_argument("--sys-prefix", action="store_true",
+                       help=f"into this Python's prefix ({sys.prefix})")
+    where.add_argument("--prefix", metavar="PREFIX", help="into PREFIX/share/jupyter/kernels")
+    where.add_argument("--system", action="store_true",
+                       help="system-wide (e.g. /usr/local/share/jupyter/kernels)")
+    inst.add_argument("--env", metavar="VAR=VALUE", action="append", default=[],
+                      help="environment for the kernels, e.g. --env DCODEX_TIMEOUT=30 (repeatable)")
     return parser
 
 
@@ -60,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if ns.command == "doctor":
         return _doctor()
+    if ns.command == "install":
+        return _install(ns)
     return _run(ns)
 
 
@@ -115,6 +131,41 @@ def _language_of(path: str) -> Language:
     if ext not in EXTENSIONS:
         raise ValueError(f"cannot tell the language of {path!r} from its extension; use --lang")
     return EXTENSIONS[ext]
+
+
+def _install(ns) -> int:
+    from .kernelspec import install
+
+    env = {}
+    for item in ns.env:
+        var, sep, value = item.partition("=")
+        if not sep or not var:
+            print(f"dcodex install: --env wants VAR=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        env[var] = value
+    try:
+        Limits.from_env(env)  # a bad limit would otherwise surface only inside every cell
+    except ValueError as e:
+        print(f"dcodex install: --env {e}", file=sys.stderr)
+        return 2
+    user, prefix = False, None  # --system: Jupyter's system-wide directory
+    if ns.prefix or ns.sys_prefix:
+        prefix = ns.prefix or sys.prefix
+    elif ns.user:
+        user = True
+    elif not ns.system:  # default: this venv if we are in one, else the user's own directory
+        if sys.prefix != sys.base_prefix:
+            prefix = sys.prefix
+        else:
+            user = True
+    try:
+        paths = install(user=user, prefix=prefix, env=env)
+    except OSError as e:
+        print(f"dcodex install: {e}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"Installed kernelspec {os.path.basename(path)} in {path}")
+    return 0
 
 
 def _doctor() -> int:

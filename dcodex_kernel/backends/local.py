@@ -37,8 +37,13 @@ def sandbox_env(workdir: str) -> dict[str, str]:
 
 
 class LocalBackend:
-    def __init__(self, cache: BuildCache | None = None):
+    def __init__(self, cache: BuildCache | None = None, caps: isolation.Capabilities | None = None):
         self._cache = cache
+        self._caps = caps  # None: what this machine allows (detected once)
+
+    @property
+    def caps(self) -> isolation.Capabilities:
+        return self._caps or isolation.detect()
 
     @property
     def cache(self) -> BuildCache:
@@ -47,7 +52,7 @@ class LocalBackend:
         return self._cache
 
     def describe(self) -> dict:
-        caps = isolation.detect()
+        caps = self.caps
         info = {
             "backend": "local",
             "isolation": list(caps.layers()),
@@ -71,7 +76,7 @@ class LocalBackend:
             yield Result(Status.REJECTED, problem)
             return
         try:
-            caps = isolation.detect()
+            caps = self.caps
             workspace = isolation.Workspace(caps)
             workspace.__enter__()
         except Exception as e:  # launcher cannot be built, no free uid, ...

@@ -143,14 +143,15 @@ class _Pump:
         if cancel is not None:
             self.sel.register(cancel.fileno(), selectors.EVENT_READ)
         self.stdin_data = memoryview(b"")
+        self.stdin_fd = proc.stdin.fileno()
 
     def feed_stdin(self, data: bytes) -> None:
         if data:
-            os.set_blocking(self.proc.stdin.fileno(), False)
+            os.set_blocking(self.stdin_fd, False)
             self.stdin_data = memoryview(data)
-            self.sel.register(self.proc.stdin.fileno(), selectors.EVENT_WRITE)
+            self.sel.register(self.stdin_fd, selectors.EVENT_WRITE)
         else:
-            self.proc.stdin.close()  # EOF at once
+            self._close_stdin()  # EOF at once
 
     def finished(self) -> bool:
         return self.exited and not self.streams
@@ -172,7 +173,7 @@ class _Pump:
                     out.append((self.streams[fd], text))
                 if self.over_cap:
                     break
-            elif self.proc.stdin and fd == self.proc.stdin.fileno():
+            elif fd == self.stdin_fd:
                 self._write_stdin()
             # else: the cancel eventfd; the caller checks the token.
         return out
@@ -188,16 +189,19 @@ class _Pump:
         return self.decoders[stream].decode(data)
 
     def _write_stdin(self) -> None:
-        fd = self.proc.stdin.fileno()
         try:
-            n = os.write(fd, self.stdin_data[:READ_SIZE])
+            n = os.write(self.stdin_fd, self.stdin_data[:READ_SIZE])
             self.stdin_data = self.stdin_data[n:]
             done = not self.stdin_data
         except BrokenPipeError:  # the program stopped reading: that is its business
             done = True
         if done:
-            self.sel.unregister(fd)
-            self.proc.stdin.close()
+            self.sel.unregister(self.stdin_fd)
+            self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        self.proc.stdin.close()
+        self.stdin_fd = -1
 
     def _close_stream(self, fd: int) -> None:
         self.sel.unregister(fd)

@@ -1,0 +1,398 @@
+"""The DCodeX Jupyter kernel: every cell is a whole C, C++ or Python program, built (cached) and
+run in the sandbox, its output streamed into the cell while it runs.
+
+One class serves the three kernelspecs; `--DCodeXKernel.language=c|cpp|python` in kernel.json
+picks the language of cells without a `%%dcodex LANG` header.
+
+Threads (ipykernel 7): a cell runs on the main thread, which blocks in the engine's selector loop
+(no polling, so an idle run costs no CPU). Interrupts arrive as `interrupt_request` on the control
+thread (kernel.json sets `interrupt_mode: message`) or as SIGINT (a frontend using signal mode);
+both just cancel the run's CancelToken, whose eventfd wakes the engine, which kills the run and
+reports Status.CANCELLED. The cell then ends with one `Interrupted` error and the kernel carries on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from ipykernel.kernelbase import Kernel
+from traitlets import Unicode
+
+from . import __version__
+from .cancel import CancelToken
+from .editing import HEADER, complete, is_complete
+from .events import Output, Result, Status
+from .info import describe
+from .options import HelpRequested, OptionError, header_parser, parse_header, request_from
+from .request import Language, Limits, Request
+
+log = logging.getLogger(__name__)
+
+LANGUAGE_INFO = {
+    Language.C: {
+        "name": "c", "mimetype": "text/x-csrc", "file_extension": ".c",
+        "codemirror_mode": "text/x-csrc", "pygments_lexer": "c",
+    },
+    Language.CPP: {
+        "name": "c++", "mimetype": "text/x-c++src", "file_extension": ".cpp",
+        "codemirror_mode": "text/x-c++src", "pygments_lexer": "cpp",
+    },
+    Language.PYTHON: {
+        # The ipython modes know `%%dcodex` lines; the rest is plain Python 3.
+        "name": "python", "mimetype": "text/x-python", "file_extension": ".py",
+        "codemirror_mode": {"name": "ipython", "version": 3}, "pygments_lexer": "ipython3",
+        "nbconvert_exporter": "python",
+    },
+}
+
+DISPLAY = {Language.C: "C", Language.CPP: "C++", Language.PYTHON: "Python"}
+
+HELP_LINKS = {
+    Language.C: [{"text": "C reference", "url": "https://en.cppreference.com/w/c"}],
+    Language.CPP: [{"text": "C++ reference", "url": "https://en.cppreference.com/w/cpp"}],
+    Language.PYTHON: [{"text": "Python reference", "url": "https://docs.python.org/3/"}],
+}
+
+# The `error` name of each failure: what nbval and the traceback headline show.
+ENAMES = {
+    Status.COMPILE_ERROR: "CompileError",
+    Status.RUNTIME_ERROR: "RuntimeError",
+    Status.SIGNALED: "SignalError",
+    Status.TIME_LIMIT: "TimeLimitExceeded",
+    Status.WALL_TIMEOUT: "WallTimeout",
+    Status.MEMORY_LIMIT: "MemoryLimitExceeded",
+    Status.OUTPUT_LIMIT: "OutputLimitExceeded",
+    Status.CANCELLED: "Interrupted",
+    Status.REJECTED: "Rejected",
+    Status.INTERNAL_ERROR: "InternalError",
+}
+
+RED, DIM, RESET = "\x1b[1;31m", "\x1b[2m", "\x1b[0m"
+
+
+# ---------------------------------------------------------------------------------------------
+# cells
+
+@dataclass(frozen=True)
+class Cell:
+    language: Language
+    code: str  # the program; a header line is blanked so compiler line numbers match the cell
+    options: object = None  # the header's argparse Namespace, if there was a header
+    info: bool = False  # a `%dcodex [options]` cell: show backend, limits, isolation; run nothing
+
+
+_INFO = re.compile(r"^[ \t]*%dcodex(?:[ \t](.*))?$")
+_RUN = re.compile(r"^[ \t]*%%dcodex(?:[ \t](.*))?$")
+
+
+def parse_cell(text: str, default: Language) -> Cell:
+    """Split a cell into header and program. Raises OptionError for a bad header."""
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None or not HEADER.match(lines[first]):
+        return Cell(default, text)
+    line = lines[first].rstrip("\r")
+    rest = "\n".join(lines[first + 1:])
+    info, run = _INFO.match(line), _RUN.match(line)
+    if info:
+        if rest.strip():
+            raise OptionError("%dcodex (one %) only shows the backend, limits and isolation; "
+                              "start a program cell with %%dcodex [LANG] [options]")
+        ns = parse_header(info.group(1) or "", prog="%dcodex")
+        return Cell(ns.language or default, "", ns, info=True)
+    if not run:
+        raise OptionError(f"cannot read the cell header {line.strip()!r}; "
+                          "use %%dcodex [LANG] [options]")
+    ns = parse_header(run.group(1) or "")
+    return Cell(ns.language or default, "\n" * (first + 1) + rest, ns)
+
+
+# ---------------------------------------------------------------------------------------------
+# versions shown in kernel_info (computed once, on first use)
+
+@functools.lru_cache(maxsize=None)
+def language_version(language: Language) -> str:
+    from .languages import python_interpreter, recipe
+    from .sandbox import isolation
+
+    rec = recipe(language)
+    if rec.compiles:  # the standard the recipe compiles to: -std=c17 -> "17", -std=gnu++20 -> "20"
+        std = next((f for f in rec.default_flags if f.startswith("-std=")), "")
+        return re.sub(r"\D", "", std) or ""
+    try:
+        exe = python_interpreter(isolation.UID_BASE if os.geteuid() == 0 else None)
+        if exe == os.path.realpath(sys.executable):
+            return ".".join(map(str, sys.version_info[:3]))
+        out = subprocess.run([exe, "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "3"
+
+
+@functools.lru_cache(maxsize=None)
+def toolchain(language: Language) -> str:
+    """`gcc 12.2.0` or `Python 3.11.2`: for the banner."""
+    from .languages import recipe
+
+    rec = recipe(language)
+    if not rec.compiles:
+        return f"Python {language_version(language)}"
+    try:
+        exe = rec.compiler()[0]
+        version = subprocess.run([exe, "-dumpfullversion"], capture_output=True, text=True,
+                                 timeout=10).stdout.strip()
+        return f"{os.path.basename(exe)} {version}".strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"no compiler ({e})"
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel
+
+class DCodeXKernel(Kernel):
+    implementation = "dcodex"
+    implementation_version = __version__
+
+    language = Unicode("c", help="language of cells without a %%dcodex header: c, cpp, python"
+                       ).tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.lang = Language.parse(self.language)
+        try:
+            self.limits, self.limits_error = Limits.from_env(), None
+        except ValueError as e:  # keep the kernel up; every cell then says what is wrong
+            self.limits, self.limits_error = Limits(), f"bad kernel environment: {e}"
+        self._backend = None
+        self._cancel: CancelToken | None = None
+        self._cancel_lock = threading.Lock()
+        self._last_result: dict | None = None
+
+    # -- what the kernel is ---------------------------------------------------------------------
+
+    @property
+    def language_info(self) -> dict:
+        return {**LANGUAGE_INFO[self.lang], "version": language_version(self.lang)}
+
+    @property
+    def banner(self) -> str:
+        return (f"DCodeX {__version__}: each cell is a {DISPLAY[self.lang]} program, run in a "
+                f"sandbox ({toolchain(self.lang)}).\n"
+                "Start a cell with `%%dcodex [LANG] [options]` to change its language or limits; "
+                "`%dcodex` shows the limits and isolation in force.")
+
+    @property
+    def help_links(self) -> list:
+        return HELP_LINKS[self.lang]
+
+    @property
+    def kernel_info(self) -> dict:
+        info = super().kernel_info
+        # Cells are separate programs: there is nothing for a Python debugger to attach to.
+        info["supported_features"] = [f for f in info.get("supported_features", [])
+                                      if f != "debugger"]
+        return info
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            from .backends import get_backend
+
+            self._backend = get_backend()
+        return self._backend
+
+    # -- execute --------------------------------------------------------------------------------
+
+    async def do_execute(self, code, silent, store_history=True, user_expressions=None,
+                         allow_stdin=False, *, cell_meta=None, cell_id=None):
+        self._allow_stdin = allow_stdin  # kept for ipykernel; programs read only --stdin input
+        self._last_result = None
+        try:
+            if self.limits_error:
+                raise OptionError(self.limits_error)
+            cell = parse_cell(code, self.lang)
+            if cell.info:
+                limits = request_from(cell.options, code="", language=cell.language,
+                                      base=self.limits).limits
+                text = describe(self.backend, limits)
+                self._stream("stdout", f"{text}\n  {'kernel':<13} {DISPLAY[self.lang]} "
+                                       f"(DCodeX {self.lang.value} kernel)\n", silent)
+                return self._ok()
+            if not cell.code.strip():
+                return self._ok()
+            if cell.options is None:  # the common case: skip argparse entirely
+                request = Request(cell.language, cell.code, limits=self.limits, color=True)
+            else:
+                request = request_from(cell.options, code=cell.code, language=cell.language,
+                                       base=self.limits, color=True)
+        except HelpRequested as e:
+            self._stream("stdout", str(e), silent)
+            return self._ok()
+        except OptionError as e:
+            message = str(e)
+            return self._error("OptionError", message.splitlines()[0],
+                               [f"{RED}OptionError{RESET}: {message}"], silent)
+
+        result, diagnostics = self._run(request, silent)
+        self._last_result = {k: v for k, v in result.to_dict().items()
+                             if k not in ("stdout", "stderr")}
+        if result.ok:
+            return self._ok()
+        ename = ENAMES.get(result.status, "Error")
+        headline = f"{RED}{ename}{RESET}: {result.message}"
+        if result.status is Status.COMPILE_ERROR:
+            traceback = diagnostics.rstrip("\n").split("\n") + [headline] if diagnostics else [headline]
+        else:
+            traceback = [headline, f"{DIM}{_stats(result)}{RESET}"]
+        return self._error(ename, result.message, traceback, silent)
+
+    def _run(self, request: Request, silent: bool) -> tuple[Result, str]:
+        """Stream the run's output to the cell; return its Result and any held-back compiler text.
+
+        Compiler output is held until we know whether the build worked: on success it is shown
+        (warnings, on stderr) before the program's first output; on failure it becomes the
+        CompileError's traceback, so the cell has exactly one error output."""
+        compiler: list[str] = []
+        result = None
+        token = CancelToken()
+        with self._cancel_lock:
+            self._cancel = token
+        events = self.backend.execute(request, token)
+        try:
+            for event in events:
+                if isinstance(event, Result):
+                    result = event
+                elif event.phase == "compile":
+                    compiler.append(event.text)
+                else:
+                    if compiler:
+                        self._stream("stderr", "".join(compiler), silent)
+                        compiler.clear()
+                    self._stream(event.stream, event.text, silent)
+        except Exception as e:  # the engine promises a Result; never leave the cell hanging
+            log.exception("engine failed")
+            result = Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
+        finally:
+            events.close()  # kills the run if we are leaving early
+            with self._cancel_lock:
+                self._cancel = None
+            token.close()
+        if result is None:
+            result = Result(Status.INTERNAL_ERROR, "the engine ended without a result")
+        text = "".join(compiler)
+        if text and result.status is not Status.COMPILE_ERROR:
+            self._stream("stderr", text, silent)
+            text = ""
+        return result, text
+
+    def _stream(self, name: str, text: str, silent: bool) -> None:
+        if text and not silent:
+            self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
+
+    def _ok(self) -> dict:
+        return {"status": "ok", "execution_count": self.execution_count,
+                "payload": [], "user_expressions": {}}
+
+    def _error(self, ename: str, evalue: str, traceback: list[str], silent: bool) -> dict:
+        content = {"ename": ename, "evalue": evalue, "traceback": traceback}
+        if not silent:
+            self.send_response(self.iopub_socket, "error", content)
+        return {"status": "error", "execution_count": self.execution_count, **content}
+
+    def finish_metadata(self, parent, metadata, reply_content):
+        if self._last_result is not None:
+            metadata["dcodex"] = self._last_result
+        return metadata
+
+    # -- interrupt and shutdown -----------------------------------------------------------------
+
+    def cancel_run(self) -> None:
+        """Stop the running cell, if any. Safe from the control thread."""
+        with self._cancel_lock:
+            if self._cancel is not None:
+                self._cancel.cancel()
+
+    async def interrupt_request(self, stream, ident, parent):
+        # Replaces ipykernel's SIGINT to our own process group, which would not reach the
+        # program (it runs in its own session) and would not stop the engine's loop.
+        self.cancel_run()
+        self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    def _on_sigint(self, signum, frame):
+        # Runs on the main thread, which is the only one that clears `_cancel`: no lock needed
+        # (and taking one here could deadlock against the interrupted main thread).
+        token = self._cancel
+        if token is not None:
+            token.cancel()
+
+    def pre_handler_hook(self):
+        self.saved_sigint_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def post_handler_hook(self):
+        signal.signal(signal.SIGINT, self.saved_sigint_handler)
+
+    async def do_shutdown(self, restart):
+        self.cancel_run()
+        return {"status": "ok", "restart": restart}
+
+    # -- editing help ---------------------------------------------------------------------------
+
+    async def do_complete(self, code, cursor_pos):
+        return complete(code, cursor_pos, self.lang, _header_options())
+
+    async def do_is_complete(self, code):
+        language = self.lang
+        first = code.split("\n", 1)[0]
+        m = _RUN.match(first)
+        if m:
+            try:
+                language = parse_header(m.group(1) or "").language or language
+            except OptionError:
+                return {"status": "invalid"}
+        return is_complete(code, language)
+
+    async def do_inspect(self, code, cursor_pos, detail_level=0, omit_sections=()):
+        """Shift-Tab on a `%%dcodex` header line shows the header's options."""
+        line_end = code.find("\n")
+        on_first_line = cursor_pos <= (len(code) if line_end < 0 else line_end)
+        if on_first_line and HEADER.match(code):
+            text = header_parser().format_help()
+            return {"status": "ok", "found": True, "data": {"text/plain": text}, "metadata": {}}
+        return {"status": "ok", "found": False, "data": {}, "metadata": {}}
+
+
+@functools.lru_cache(maxsize=1)
+def _header_options() -> list[str]:
+    return sorted(o for o in header_parser()._option_string_actions if o.startswith("--"))
+
+
+def _stats(result: Result) -> str:
+    stats = f"{result.wall_s * 1000:.0f} ms wall, {result.cpu_s * 1000:.0f} ms cpu"
+    if result.peak_memory:
+        stats += f", {result.peak_memory / (1 << 20):.1f} MiB peak"
+    if result.exit_code is not None:
+        stats += f", exit code {result.exit_code}"
+    return stats
+
+
+def main() -> None:
+    from ipykernel.kernelapp import IPKernelApp
+
+    IPKernelApp.launch_instance(kernel_class=DCodeXKernel)
+
+
+if __name__ == "__main__":
+    # `python -m dcodex_kernel.kernel` runs this file as __main__; start the package's own copy
+    # of the class so there is one DCodeXKernel (the ipykernel_launcher idiom).
+    from dcodex_kernel.kernel import main as _main
+
+    _main()

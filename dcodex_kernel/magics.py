@@ -1,0 +1,373 @@
+"""IPython magics: `%%dcodex LANG [options]` runs a cell as a C, C++ or Python program in the
+DCodeX sandbox, `%dcodex` shows the sandbox, sets session defaults and runs files.
+
+`%load_ext dcodex_kernel` registers them. The options are the shared `%%dcodex` header grammar
+(options.py), so a cell means the same thing here, in the DCodeX kernels and in `dcodex run`.
+IPython expands `{var}` and `$var` in the magic's line before we see it; the cell body is never
+expanded (C braces are not Python format fields).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import warnings
+from dataclasses import replace
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
+from traitlets import Bool, TraitError, TraitType, Unicode, default
+
+from .backends import get_backend
+from .cli import EXTENSIONS
+from .events import Output, Result
+from .info import describe
+from .live import run_live
+from .options import OptionError, header_parser, parse_words, request_from, split_words
+from .request import Language, Limits, parse_seconds, parse_size
+
+CELL_USAGE = "%%dcodex LANG [options]   (LANG: c, cpp/c++, python/py; %%dcodex? for the options)"
+LINE_USAGE = (
+    "%dcodex                       show the backend, the limits in force and the isolation layers\n"
+    "%dcodex config [options]      show or set session defaults (--timeout, --cpu-time, --memory,\n"
+    "                              --output-limit, --cflags, --ldflags, --cache/--no-cache)\n"
+    "%dcodex run FILE [LANG] [options]   run a program file (language from its extension)"
+)
+# Options that describe one run and therefore cannot be a session default.
+_PER_RUN = (("LANG", "language"), ("--stdin", "stdin"), ("--stdin-file", "stdin_file"),
+            ("--stdin-var", "stdin_var"), ("--args", "args"), ("--out", "out"),
+            ("--no-raise-error", "no_raise_error"), ("--quiet", "quiet"))
+
+
+class DCodeXError(Exception):
+    """A program run by `%%dcodex` / `%dcodex run` did not succeed. `str()` is the one-line
+    status ("wall_timeout: Wall-clock limit of 2 s exceeded"); `.result` is the whole Result."""
+
+    def __init__(self, result: Result):
+        super().__init__(f"{result.status.value}: {result.message}")
+        self.result = result
+
+    @property
+    def status(self):
+        return self.result.status
+
+    def __reduce__(self):
+        return type(self), (self.result,)
+
+    def _render_traceback_(self):
+        # IPython shows this instead of a traceback through the magic's internals: the failure
+        # is the program's, and its output (compiler diagnostics included) is already above.
+        return [f"{type(self).__name__}: {self}"]
+
+
+class _Parsed(TraitType):
+    """A limit given as a number or as text ('2.5s', '500ms', '256M'), stored parsed."""
+
+    parse = None
+
+    def validate(self, obj, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            self.error(obj, value)
+        try:
+            return type(self).parse(value)
+        except ValueError as e:
+            raise TraitError(f"{type(obj).__name__}.{self.name}: {e}") from None
+
+    def from_string(self, s):  # `--DCodeXMagics.memory=256M` on the command line
+        return s
+
+
+class Seconds(_Parsed):
+    info_text = "seconds (a number, or text like '2.5s' or '500ms')"
+    parse = staticmethod(parse_seconds)
+
+
+class Size(_Parsed):
+    info_text = "bytes (a number, or text like '256M' or '2G')"
+    parse = staticmethod(parse_size)
+
+
+@magics_class
+class DCodeXMagics(Magics):
+    """Run C, C++ and Python cells in the DCodeX sandbox."""
+
+    timeout = Seconds(help="Wall-clock limit of each run (default 10 s, or $DCODEX_TIMEOUT).").tag(config=True)
+    cpu_time = Seconds(help="CPU-time limit of each run (default 10 s, or $DCODEX_CPU_TIME).").tag(config=True)
+    memory = Size(help="Memory limit of each run (default 512 MiB, or $DCODEX_MEMORY).").tag(config=True)
+    output_limit = Size(
+        help="Cap on stdout+stderr of each run (default 1 MiB, or $DCODEX_OUTPUT_LIMIT)."
+    ).tag(config=True)
+    cflags = Unicode("", help="Compiler flags put before each cell's --cflags.").tag(config=True)
+    ldflags = Unicode("", help="Link flags put before each cell's --ldflags.").tag(config=True)
+    cache = Bool(True, help="Use the build cache unless a cell says --no-cache.").tag(config=True)
+
+    def __init__(self, shell=None, backend=None, **kwargs):
+        self._env_limits = _limits_from_env()  # before super(): config may read the defaults
+        self._backend = backend
+        super().__init__(shell=shell, **kwargs)
+
+    @default("timeout")
+    def _default_timeout(self):
+        return self._env_limits.wall_s
+
+    @default("cpu_time")
+    def _default_cpu_time(self):
+        return self._env_limits.cpu_s
+
+    @default("memory")
+    def _default_memory(self):
+        return self._env_limits.memory
+
+    @default("output_limit")
+    def _default_output_limit(self):
+        return self._env_limits.output
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            self._backend = get_backend()
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend):
+        self._backend = backend
+
+    def limits(self) -> Limits:
+        """The run limits a cell gets when it sets none itself."""
+        return replace(self._env_limits, wall_s=self.timeout, cpu_s=self.cpu_time,
+                       memory=self.memory, output=self.output_limit)
+
+    # ---- the magics ------------------------------------------------------------------------
+
+    @cell_magic("dcodex")
+    def dcodex_cell(self, line, cell):
+        """%%dcodex LANG [options]
+
+        Compile (cached) and run this cell as a C (`c`), C++ (`cpp`, `c++`) or Python (`python`,
+        `py`) program in the DCodeX sandbox. Its stdout and stderr stream into the cell while it
+        runs. The value of the cell is the Result (status, exit_code, stdout, stderr, cpu_s,
+        wall_s, peak_memory, cached), shown as a one-line summary; with --out VAR it is stored in
+        VAR instead. A failed run (compile error, non-zero exit, signal, a limit) raises
+        DCodeXError, whose message is the one-line status, unless --no-raise-error is given.
+        Interrupting the cell kills the program. `{var}` and `$var` in the options are expanded
+        from the user namespace as in every IPython magic.
+
+        Example::
+
+            %%dcodex c --timeout 2 --stdin '3 4\\n'
+            #include <stdio.h>
+            int main(void) { int a, b; scanf("%d %d", &a, &b); printf("%d\\n", a + b); }
+        """
+        ns = self._parse(split_words_or_usage(line), "%%dcodex")
+        if ns is None:
+            return None
+        if ns.language is None:
+            raise UsageError(f"%%dcodex: missing LANG\nusage: {CELL_USAGE}")
+        return self._run(ns, cell, ns.language, local_ns=None)
+
+    @needs_local_scope
+    @line_magic("dcodex")
+    def dcodex_line(self, line="", local_ns=None):
+        """%dcodex [config [options] | run FILE [LANG] [options]]
+
+        %dcodex                       show the backend, the limits in force and the isolation layers
+        %dcodex config [options]      show or set this session's defaults
+        %dcodex run FILE [options]    run a program file like a %%dcodex cell
+
+        `%dcodex config` takes --timeout, --cpu-time, --memory, --output-limit, --cflags,
+        --ldflags and --cache/--no-cache (the same as `%config DCodeXMagics.timeout = 5`).
+        `%dcodex run` takes every %%dcodex option; the language comes from FILE's extension
+        (.c, .cpp/.cc/.cxx, .py) unless LANG is given.
+        """
+        words = split_words_or_usage(line)
+        if not words:
+            print(self._describe())
+            return None
+        command, rest = words[0], words[1:]
+        if command == "run":
+            return self._run_file(rest, local_ns)
+        if command == "config":
+            return self._config(rest)
+        if command in ("-h", "--help", "help"):
+            print(LINE_USAGE)
+            return None
+        raise UsageError(f"%dcodex: unknown command {command!r}\nusage:\n{LINE_USAGE}\n"
+                         f"cells: {CELL_USAGE}")
+
+    # ---- the pieces ------------------------------------------------------------------------
+
+    def _parse(self, words, prog):
+        """Namespace of the shared grammar; None after `--help` (argparse printed it)."""
+        try:
+            return parse_words(header_parser(prog, magic=True), words)
+        except OptionError as e:
+            if "-h" in words or "--help" in words:
+                return None
+            raise UsageError(str(e)) from None
+
+    def _run(self, ns, code, language: Language, local_ns):
+        if ns.out is not None and not ns.out.isidentifier():
+            raise UsageError(f"--out: {ns.out!r} is not a variable name")
+        stdin = self._stdin_var(ns.stdin_var, local_ns) if ns.stdin_var else None
+        if self.cflags:
+            ns.cflags = [self.cflags, *ns.cflags]
+        if self.ldflags:
+            ns.ldflags = [self.ldflags, *ns.ldflags]
+        if ns.cache is None:
+            ns.cache = self.cache
+        try:
+            request = request_from(ns, code=code, language=language, base=self.limits(),
+                                   stdin=stdin, color=self._color())
+        except (OptionError, ValueError) as e:
+            raise UsageError(str(e)) from None
+
+        console = _Console()
+        result, interrupted = run_live(self.backend, request, console.write, console.flush)
+
+        if ns.out:
+            self.shell.user_ns[ns.out] = result
+        if interrupted:
+            # The program is gone; stop the cell (and any loop around the magic) as Ctrl-C should.
+            if not ns.quiet:
+                print(result.summary())
+            raise KeyboardInterrupt
+        if not result.ok and not ns.no_raise_error:
+            raise DCodeXError(result)
+        if ns.quiet:
+            return None
+        if ns.out:
+            print(result.summary())
+            return None
+        return result  # displayed as its summary line (see _pretty_result)
+
+    def _run_file(self, words, local_ns):
+        if not words or words[0].startswith("-"):
+            if "-h" in words or "--help" in words:
+                header_parser("%dcodex run FILE", magic=True).print_help()
+                return None
+            raise UsageError(f"%dcodex run: missing FILE\nusage:\n{LINE_USAGE}")
+        path = os.path.expanduser(words[0])
+        ns = self._parse(words[1:], "%dcodex run FILE")
+        if ns is None:
+            return None
+        language = ns.language or EXTENSIONS.get(os.path.splitext(path)[1].lower())
+        if language is None:
+            raise UsageError(f"%dcodex run: cannot tell the language of {path!r} from its "
+                             "extension; give it after FILE (c, cpp or python)")
+        try:
+            with open(path, encoding="utf-8") as f:
+                code = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"%dcodex run: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+        return self._run(ns, code, language, local_ns)
+
+    def _config(self, words):
+        ns = self._parse(words, "%dcodex config")
+        if ns is None:
+            return None
+        per_run = [opt for opt, attr in _PER_RUN if getattr(ns, attr) not in (None, False, [])]
+        if per_run:
+            raise UsageError(f"%dcodex config: {', '.join(per_run)} cannot be a session default "
+                             "(use it on the cell); defaults: --timeout, --cpu-time, --memory, "
+                             "--output-limit, --cflags, --ldflags, --cache/--no-cache")
+        for opt, trait in (("timeout", "timeout"), ("cpu_time", "cpu_time"),
+                           ("memory", "memory"), ("output_limit", "output_limit"),
+                           ("cache", "cache")):
+            if getattr(ns, opt) is not None:
+                setattr(self, trait, getattr(ns, opt))
+        if ns.cflags:
+            self.cflags = " ".join(ns.cflags)
+        if ns.ldflags:
+            self.ldflags = " ".join(ns.ldflags)
+        print(self._defaults())
+        return None
+
+    def _stdin_var(self, name, local_ns) -> bytes:
+        for scope in (local_ns, self.shell.user_ns):
+            if scope is not None and name in scope:
+                value = scope[name]
+                break
+        else:
+            raise UsageError(f"--stdin-var: no variable named {name!r}")
+        if isinstance(value, str):
+            try:
+                return value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError as e:
+                raise UsageError(f"--stdin-var: {name} is not valid text: {e}") from None
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        raise UsageError(f"--stdin-var: {name} is a {type(value).__name__}, not str or bytes")
+
+    def _color(self) -> bool:
+        return str(getattr(self.shell, "colors", "nocolor")).lower() != "nocolor"
+
+    def _defaults(self) -> str:
+        lines = [f"DCodeX session defaults: {self.limits().describe()}",
+                 f"  cflags: {self.cflags or '(none)'}; ldflags: {self.ldflags or '(none)'}; "
+                 f"build cache: {'on' if self.cache else 'off'}"]
+        return "\n".join(lines)
+
+    def _describe(self) -> str:
+        text = describe(self.backend, self.limits())
+        if self.cflags or self.ldflags or not self.cache:
+            text += "\n" + self._defaults().splitlines()[1]
+        return text
+
+
+# `%%dcodex?` shows the whole grammar, generated from the one parser.
+DCodeXMagics.dcodex_cell.__doc__ = (inspect.cleandoc(DCodeXMagics.dcodex_cell.__doc__) + "\n\n"
+                                    + header_parser("%%dcodex", magic=True).format_help())
+
+
+class _Console:
+    """Program output to the cell: this thread's sys.stdout / sys.stderr (so %%capture and the
+    kernel's per-cell streams see it), flushed when caught up or when the stream changes, so
+    stdout and stderr keep their order in a notebook."""
+
+    def __init__(self):
+        self.last = None
+
+    def write(self, event: Output) -> None:
+        stream = sys.stdout if event.stream == "stdout" else sys.stderr
+        if self.last is not None and self.last is not stream:
+            self.last.flush()
+        stream.write(event.text)
+        self.last = stream
+
+    def flush(self) -> None:
+        if self.last is not None:
+            self.last.flush()
+
+
+def split_words_or_usage(line: str) -> list[str]:
+    try:
+        return split_words(line)
+    except OptionError as e:
+        raise UsageError(str(e)) from None
+
+
+def _limits_from_env() -> Limits:
+    try:
+        return Limits.from_env()
+    except ValueError as e:
+        warnings.warn(f"dcodex: ignoring the DCODEX_* limits: {e}", stacklevel=2)
+        return Limits()
+
+
+def _pretty_result(result, p, cycle):
+    p.text(result.summary())
+
+
+def load_ipython_extension(ipython):
+    ipython.register_magics(DCodeXMagics(ipython))
+    ipython.display_formatter.formatters["text/plain"].for_type(Result, _pretty_result)
+
+
+def unload_ipython_extension(ipython):
+    manager = ipython.magics_manager
+    for kind in ("line", "cell"):
+        manager.magics[kind].pop("dcodex", None)
+    manager.registry.pop(DCodeXMagics.__name__, None)
+    ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, DCodeXMagics)]
+    ipython.display_formatter.formatters["text/plain"].pop(Result, None)

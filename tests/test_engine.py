@@ -1,0 +1,411 @@
+"""The local engine against real gcc/g++/python: statuses, streaming, limits, hostile programs,
+and that every run ends with nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from dcodex_kernel.build_cache import BuildCache
+from dcodex_kernel.cancel import CancelToken
+from dcodex_kernel.backends.local import LocalBackend
+from dcodex_kernel.events import Output, Result, Status, collect
+from dcodex_kernel.request import Language, Limits, Request
+from dcodex_kernel.sandbox import isolation
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+
+def run(backend, language, code, *, cancel=None, **limits_and_fields):
+    """Run a program; return (result, [(seconds since start, event)])."""
+    limit_names = {f for f in Limits.__dataclass_fields__}
+    limits = Limits(**{k: v for k, v in limits_and_fields.items() if k in limit_names})
+    fields = {k: v for k, v in limits_and_fields.items() if k not in limit_names}
+    request = Request(Language(language), code, limits=limits, **fields)
+    start = time.monotonic()
+    timed = [(time.monotonic() - start, e) for e in backend.execute(request, cancel)]
+    results = [e for _, e in timed if isinstance(e, Result)]
+    assert len(results) == 1 and isinstance(timed[-1][1], Result), "exactly one Result, last"
+    return results[0], timed
+
+
+def text(timed, stream="stdout", phase="run"):
+    return "".join(e.text for _, e in timed if isinstance(e, Output) and e.stream == stream and e.phase == phase)
+
+
+# ---------------------------------------------------------------- ordinary outcomes
+
+HELLO = {
+    "c": '#include <stdio.h>\nint main(void) { printf("hello\\n"); return 0; }\n',
+    "cpp": '#include <iostream>\nint main() { std::cout << "hello" << std::endl; }\n',
+    "python": 'print("hello")\n',
+}
+
+
+@pytest.mark.parametrize("language", HELLO)
+def test_hello_world_ok_with_stats(backend, language):
+    result, timed = run(backend, language, HELLO[language])
+    assert result.status is Status.OK and result.message == ""
+    assert text(timed) == "hello\n"
+    assert result.exit_code == 0 and result.wall_s > 0 and result.peak_memory > 0
+    assert "rlimits" in result.isolation
+
+
+def test_build_cache_hit_skips_compilation(tmp_path):
+    backend = LocalBackend(BuildCache(tmp_path))
+    code = '#include <stdio.h>\nint main(void) { puts("cached?"); }\n'
+    first, _ = run(backend, "c", code)
+    second, timed = run(backend, "c", code)
+    assert (first.cached, second.cached) == (False, True)
+    assert text(timed) == "cached?\n"
+    other_flags, _ = run(backend, "c", code, cflags=("-O0",))
+    assert not other_flags.cached  # flags are part of the key
+    no_cache, _ = run(backend, "c", code, cache=False)
+    assert not no_cache.cached
+
+
+def test_build_cache_is_size_bounded(tmp_path):
+    backend = LocalBackend(BuildCache(tmp_path, max_bytes=40_000))  # room for ~2 small programs
+    for i in range(5):
+        run(backend, "c", f"int main(void) {{ return {i}; }}\n")
+    assert backend.cache.size() <= 40_000
+    assert len([p for p in os.listdir(tmp_path) if not p.startswith(".")]) < 5
+
+
+def test_build_cache_shared_by_concurrent_runs(tmp_path):
+    """Several threads building the same program at once all succeed; the cache stays valid."""
+    backend = LocalBackend(BuildCache(tmp_path))
+    code = '#include <stdio.h>\nint main(void) { puts("same"); }\n'
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(run(backend, "c", code))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status for r, _ in results] == [Status.OK] * 4
+    assert all(text(timed) == "same\n" for _, timed in results)
+    assert run(backend, "c", code)[0].cached
+
+
+def test_runtime_error_keeps_exit_code(backend):
+    result, _ = run(backend, "c", "int main(void) { return 3; }")
+    assert result.status is Status.RUNTIME_ERROR and result.exit_code == 3
+    assert result.message == "Exited with status 3"
+
+
+def test_python_exception_is_runtime_error(backend):
+    result, timed = run(backend, "python", "raise ValueError('boom')")
+    assert result.status is Status.RUNTIME_ERROR and result.exit_code == 1
+    assert "ValueError: boom" in text(timed, "stderr")
+
+
+def test_segfault_is_signaled_with_name(backend):
+    result, _ = run(backend, "c", "int main(void) { volatile int *p = 0; return *p; }")
+    assert result.status is Status.SIGNALED and result.signal == 11
+    assert "SIGSEGV" in result.message
+
+
+@pytest.mark.parametrize("language", ["c", "cpp"])
+def test_compile_error_gives_diagnostics(backend, language):
+    result, timed = run(backend, language, "int main() { return undefined_name; }")
+    assert result.status is Status.COMPILE_ERROR
+    assert "undefined_name" in result.message and "error" in result.message
+    diagnostics = text(timed, "stderr", phase="compile")
+    assert "main." in diagnostics and "undefined_name" in diagnostics
+    assert text(timed) == ""  # nothing ran
+
+
+def test_compiler_flags_and_program_arguments(backend):
+    code = ('#include <math.h>\n#include <stdio.h>\n'
+            'int main(int argc, char **argv) { printf("%.1f %s %d\\n", sqrt(16.0), argv[1], ARG); }\n')
+    result, timed = run(backend, "c", code, cflags=("-DARG=7",), ldflags=("-lm",), args=("two words",))
+    assert result.status is Status.OK, text(timed, "stderr", "compile")
+    assert text(timed) == "4.0 two words 7\n"
+
+
+def test_stdin_bytes_and_eof(backend):
+    code = "import sys\ndata = sys.stdin.buffer.read()\nprint(len(data), sum(map(int, data.split())))"
+    result, timed = run(backend, "python", code, stdin=b"1 2 3\n4\n")
+    assert text(timed) == "8 10\n"
+    result, timed = run(backend, "python", code)
+    assert text(timed) == "0 0\n"  # no stdin means EOF, not a hang
+
+
+def test_large_stdin_is_streamed_without_deadlock(backend):
+    # More than a pipe buffer in both directions at once: the supervisor must interleave.
+    code = "import sys\nfor line in sys.stdin: sys.stdout.write(line)"
+    data = b"".join(b"line %06d\n" % i for i in range(60_000))  # ~720 KB
+    result, timed = run(backend, "python", code, stdin=data, output=1 << 20)
+    assert result.status is Status.OK
+    assert text(timed).encode() == data
+
+
+def test_program_dir_is_private_and_removed(backend):
+    code = ('import os\nopen("notes.txt", "w").write("kept?")\n'
+            'print(open("notes.txt").read(), os.getcwd().startswith("/tmp/dcodex-run-"))')
+    result, timed = run(backend, "python", code)
+    assert text(timed) == "kept? True\n"
+
+
+def test_environment_is_scrubbed(backend, monkeypatch):
+    monkeypatch.setenv("DCODEX_TEST_SECRET", "hunter2")
+    result, timed = run(backend, "python", "import os\nprint(sorted(os.environ))")
+    assert "DCODEX_TEST_SECRET" not in text(timed)
+    assert "hunter2" not in text(timed)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="per-run uid needs root")
+def test_runs_as_unprivileged_uid_and_cannot_read_root_files(backend):
+    code = ("import os\nprint(os.getuid() >= 61000, os.getgroups())\n"
+            "for path in ('/root', '/etc/shadow'):\n"
+            "    try:\n        os.listdir(path) if path == '/root' else open(path).read()\n        print('READ', path)\n"
+            "    except PermissionError:\n        print('denied', path)\n")
+    result, timed = run(backend, "python", code)
+    assert text(timed) == "True []\ndenied /root\ndenied /etc/shadow\n"
+
+
+def test_no_network_only_loopback_down(backend):
+    caps_layers = run(backend, "python", "pass")[0].isolation
+    if "no-network" not in caps_layers:
+        pytest.skip("this machine allows no network namespace (shown as degraded by dcodex doctor)")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    code = ("import socket\nprint(socket.if_nameindex())\n"
+            "s = socket.socket(); s.settimeout(2)\n"
+            f"try:\n    s.connect(('127.0.0.1', {port})); print('CONNECTED')\n"
+            "except OSError as e:\n    print('refused:', e.errno)\n")
+    try:
+        result, timed = run(backend, "python", code)
+    finally:
+        listener.close()
+    lines = text(timed).splitlines()
+    assert lines[0] == "[(1, 'lo')]"
+    assert lines[1].startswith("refused:")
+
+
+# ---------------------------------------------------------------- streaming
+
+SLOW_PRINT = {
+    "c": '#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf("first\\n"); sleep(1); printf("second\\n"); }\n',
+    "cpp": '#include <iostream>\n#include <unistd.h>\nint main() { std::cout << "first\\n"; sleep(1); std::cout << "second\\n"; }\n',
+    "python": 'import time\nprint("first")\ntime.sleep(1)\nprint("second")\n',
+}
+
+
+@pytest.mark.parametrize("language", SLOW_PRINT)
+def test_output_streams_while_program_runs(backend, language):
+    result, timed = run(backend, language, SLOW_PRINT[language])
+    assert result.status is Status.OK
+    first_at = next(t for t, e in timed if isinstance(e, Output) and "first" in e.text)
+    end_at = timed[-1][0]
+    assert end_at - first_at > 0.8, f"first line at {first_at:.2f}s, end at {end_at:.2f}s"
+
+
+def test_utf8_split_across_writes_is_not_broken(backend):
+    # "é" = C3 A9: the two bytes arrive in separate reads; the decoder must join them.
+    code = ('#include <stdio.h>\n#include <unistd.h>\nint main(void) {\n'
+            '  fputs("caf\\xc3", stdout); fflush(stdout); usleep(200000);\n'
+            '  fputs("\\xa9!\\n", stdout); }\n')
+    result, timed = run(backend, "c", code)
+    assert text(timed) == "café!\n"
+
+
+def test_invalid_utf8_and_binary_output_never_raise(backend):
+    code = ('#include <stdio.h>\nint main(void) {\n'
+            '  for (int i = 0; i < 256; i++) putchar(i);\n'
+            '  fputs("\\xff\\xfe tail \\xc3", stderr); }\n')
+    result, timed = run(backend, "c", code)
+    assert result.status is Status.OK
+    assert len(text(timed)) >= 128 and "\ufffd" in text(timed)
+    assert text(timed, "stderr") == "\ufffd\ufffd tail \ufffd"
+
+
+def test_huge_single_line_without_newline(backend):
+    code = "import sys\nsys.stdout.write('x' * 300_000)"
+    result, timed = run(backend, "python", code)
+    assert result.status is Status.OK and text(timed) == "x" * 300_000
+
+
+# ---------------------------------------------------------------- limits and hostile programs
+
+def test_infinite_loop_hits_cpu_limit(backend):
+    result, _ = run(backend, "c", "int main(void) { for (;;) {} }", cpu_s=1, wall_s=10)
+    assert result.status is Status.TIME_LIMIT
+    assert result.message == "CPU time limit of 1 s exceeded"
+    assert result.cpu_s >= 0.9 and result.wall_s < 5
+
+
+def test_sleeping_program_hits_wall_clock(backend):
+    result, _ = run(backend, "python", "import time\ntime.sleep(60)", wall_s=0.5)
+    assert result.status is Status.WALL_TIMEOUT
+    assert result.message == "Wall-clock limit of 0.5 s exceeded"
+    assert 0.5 <= result.wall_s < 2
+
+
+MEMORY_BOMBS = {
+    "c": ('#include <stdlib.h>\n#include <string.h>\n#include <stdio.h>\n'
+          'int main(void) { for (;;) { char *p = malloc(1 << 20);\n'
+          '  if (!p) { fprintf(stderr, "malloc failed\\n"); return 1; } memset(p, 1, 1 << 20); } }\n'),
+    "cpp": ('#include <vector>\n#include <cstring>\nint main() { std::vector<char*> v;\n'
+            '  for (;;) { char *p = new char[1 << 20]; std::memset(p, 1, 1 << 20); v.push_back(p); } }\n'),
+    "python": "chunks = []\nwhile True:\n    chunks.append(bytearray(1 << 20))\n",
+}
+
+
+@pytest.mark.parametrize("language", MEMORY_BOMBS)
+def test_memory_bomb_is_memory_limit(backend, language):
+    result, _ = run(backend, language, MEMORY_BOMBS[language], memory=64 << 20)
+    assert result.status is Status.MEMORY_LIMIT, result
+    assert result.message == "Memory limit of 64 MiB reached"
+
+
+def test_huge_single_allocation_is_memory_limit(backend):
+    result, _ = run(backend, "cpp", "int main() { char *p = new char[1L << 34]; return p[0]; }")
+    assert result.status is Status.MEMORY_LIMIT
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_output_flood_is_cut_exactly_at_the_cap(backend, stream):
+    code = f"import sys\nwhile True:\n    sys.{stream}.write('y' * 1000 + '\\n')"
+    result, timed = run(backend, "python", code, output=10_000)
+    assert result.status is Status.OUTPUT_LIMIT and result.truncated
+    assert result.message == "Output limit of 9.8 KiB reached; the program was stopped"
+    delivered = text(timed, stream)
+    marker = "\n[Output truncated: exceeded 9 KB limit]\n"
+    if stream == "stderr":
+        assert delivered.endswith(marker)
+        delivered = delivered[: -len(marker)]
+    else:
+        assert text(timed, "stderr") == marker
+    assert len(delivered) == 10_000  # exact: not one byte past the cap
+
+
+def test_flood_without_newline_is_cut_too(backend):
+    code = '#include <stdio.h>\nint main(void) { for (;;) putchar(65); }'
+    result, timed = run(backend, "c", code, output=5000)
+    assert result.status is Status.OUTPUT_LIMIT and text(timed) == "A" * 5000
+
+
+def test_daemon_that_escaped_the_session_dies_with_the_run(backend):
+    # The classic double fork + setsid, with stdio closed so the daemon holds none of our
+    # pipes: only the sandbox's pid namespace (or subreaper) can find it.
+    code = ("import os, time\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            "        for fd in (0, 1, 2): os.close(fd)\n"
+            "        time.sleep(300)\n"
+            "    os._exit(0)\n"
+            "os.wait()\nprint('parent done')\n")
+    result, timed = run(backend, "python", code)
+    assert result.status is Status.OK and text(timed) == "parent done\n"
+    assert result.wall_s < 2  # did not wait for the daemon
+    # no_leftovers checks the daemon is gone
+
+
+def test_files_left_in_shared_tmp_are_removed(backend):
+    if os.geteuid() != 0:
+        pytest.skip("files are found by their owner, the per-run uid (root only)")
+    name = f"/tmp/dcodex-stray-{os.getpid()}"
+    result, _ = run(backend, "python", f"open({name!r}, 'w').write('x')")
+    assert result.status is Status.OK
+    assert not os.path.exists(name)
+
+
+def test_fork_bomb_is_contained(backend, pids_cgroup):
+    code = "#include <unistd.h>\nint main(void) { for (;;) fork(); }"
+    result, _ = run(backend, "c", code, wall_s=2, processes=32)
+    assert result.status in (Status.WALL_TIMEOUT, Status.TIME_LIMIT), result
+    with open(os.path.join(pids_cgroup, "pids.max")) as f:
+        assert f.read().strip() == "400"
+    # The sandbox's own process limit held: the cgroup (our safety net) never hit its cap.
+    events = os.path.join(pids_cgroup, "pids.events")
+    if os.path.exists(events):
+        with open(events) as f:
+            assert f.read().split()[-1] == "0", "the fork bomb hit the test's safety cgroup"
+
+
+def test_program_that_kills_everything_it_can(backend, pids_cgroup):
+    # kill(-1) reaches only the run's own processes (own uid, own pid namespace).
+    code = "#include <signal.h>\nint main(void) { kill(-1, SIGKILL); return 0; }"
+    result, _ = run(backend, "c", code)
+    assert result.status in (Status.OK, Status.SIGNALED)
+    assert os.getppid() > 1  # we (and our parent) are alive
+
+
+# ---------------------------------------------------------------- ending a run early
+
+def test_cancel_stops_a_run_at_once(backend):
+    with CancelToken() as token:
+        timer = threading.Timer(0.3, token.cancel)
+        timer.start()
+        result, _ = run(backend, "python", "import time\ntime.sleep(60)", cancel=token)
+        timer.join()
+    assert result.status is Status.CANCELLED and result.message == "Interrupted"
+    assert result.wall_s < 0.8
+
+
+def test_consumer_going_away_kills_the_run(backend):
+    events = backend.execute(Request(Language.PYTHON, "import time\nprint('up', flush=True)\ntime.sleep(60)"))
+    first = next(events)
+    assert isinstance(first, Output) and first.text == "up\n"
+    events.close()  # client gone: no_leftovers checks the program died and the dir is gone
+
+
+def test_rejected_requests(backend):
+    assert run(backend, "c", "int main(){}\0")[0].status is Status.REJECTED
+    result, _ = run(backend, "c", "int main(){}", cflags=("-o/etc/passwd",))
+    assert result.status is Status.REJECTED and "-o" in result.message
+
+
+def test_collect_fills_stdout_and_stderr(backend):
+    result = collect(backend.execute(Request(Language.PYTHON, "import sys\nprint('o')\nprint('e', file=sys.stderr)")))
+    assert (result.stdout, result.stderr) == ("o\n", "e\n")
+
+
+# ---------------------------------------------------------------- without namespaces
+
+@pytest.fixture(scope="module")
+def degraded_backend(tmp_path_factory):
+    """The engine as it runs where no pid namespace can be made (e.g. a locked-down container):
+    the launcher is a child subreaper and hunts down what the program left."""
+    caps = isolation.detect()
+    return LocalBackend(BuildCache(tmp_path_factory.mktemp("cache")),
+                        caps=isolation.Capabilities(root=caps.root, pid_namespace=False, user_namespace=False))
+
+
+def test_degraded_mode_says_so(degraded_backend):
+    result, _ = run(degraded_backend, "python", "print(1)")
+    assert "subreaper" in result.isolation and "pid-namespace" not in result.isolation
+    assert any("pid-namespace" in m for m in degraded_backend.caps.missing())
+
+
+def test_degraded_mode_still_kills_daemons(degraded_backend):
+    code = ("import os, time\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            "        for fd in (0, 1, 2): os.close(fd)\n"
+            "        time.sleep(300)\n"
+            "    os._exit(0)\n"
+            "os.wait()\nprint('parent done')\n")
+    result, _ = run(degraded_backend, "python", code)
+    assert result.status is Status.OK and result.wall_s < 2
+
+
+def test_degraded_mode_wall_timeout_kills_the_tree(degraded_backend):
+    code = "import os, time\nos.fork()\nos.fork()\ntime.sleep(60)"
+    result, _ = run(degraded_backend, "python", code, wall_s=0.5)
+    assert result.status is Status.WALL_TIMEOUT
+
+
+def test_degraded_mode_fork_bomb(degraded_backend, pids_cgroup):
+    result, _ = run(degraded_backend, "c", "#include <unistd.h>\nint main(void) { for (;;) fork(); }",
+                    wall_s=1.5, processes=32)
+    assert result.status in (Status.WALL_TIMEOUT, Status.TIME_LIMIT)
