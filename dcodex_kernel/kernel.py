@@ -239,8 +239,9 @@ class DCodeXKernel(Kernel):
             return self._ok()
         except OptionError as e:
             message = str(e)
-            return self._error("OptionError", message.splitlines()[0],
-                               [f"{RED}OptionError{RESET}: {message}"], silent)
+            lines = message.splitlines() or ["bad cell header"]
+            return self._error("OptionError", lines[0],
+                               [f"{RED}OptionError{RESET}: {lines[0]}", *lines[1:]], silent)
 
         result, diagnostics = self._run(request, silent)
         self._last_result = {k: v for k, v in result.to_dict().items()
@@ -249,6 +250,8 @@ class DCodeXKernel(Kernel):
             return self._ok()
         ename = ENAMES.get(result.status, "Error")
         headline = f"{RED}{ename}{RESET}: {result.message}"
+        if result.status is Status.CANCELLED:
+            headline += " (the program was stopped; the kernel is ready for the next cell)"
         if result.status is Status.COMPILE_ERROR:
             traceback = diagnostics.rstrip("\n").split("\n") + [headline] if diagnostics else [headline]
         else:
