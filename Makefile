@@ -1,0 +1,50 @@
+# Two commands for a newcomer (see README):  make run   |   make test
+# Both set up everything first: system packages (as root, when missing), a venv, the package.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test setup system-deps bench clean help
+
+help:
+	@echo "make run    set up, install the DCodeX kernelspecs into the venv, open JupyterLab on notebooks/"
+	@echo "make test   set up, then run the whole test suite (engine, kernel, magics, notebooks, browser)"
+	@echo "make bench  print the benchmark tables (benchmarks/)"
+
+# apt packages: bubblewrap (sandbox isolation, used where present), chromium (browser test).
+APT_PACKAGES := bubblewrap chromium
+
+system-deps:
+	@missing=""; for pkg in $(APT_PACKAGES); do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "note: not installed:$$missing (install them as root; DCodeX runs without, degraded)"; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,lab]'
+	touch $@
+
+setup: system-deps $(STAMP)
+
+run: setup
+	$(BIN)/dcodex install --sys-prefix
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info test-artifacts
