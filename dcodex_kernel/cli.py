@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from . import __version__
@@ -93,9 +94,11 @@ def _run(ns) -> int:
     result = None
     out = {"stdout": [], "stderr": []}
     with CancelToken() as cancel:
-        events = get_backend().execute(request, cancel)
+        # Ctrl-C cancels the run (the engine then reports `cancelled`) instead of tearing
+        # through it; the program itself is in its own session and never sees the SIGINT.
+        previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
         try:
-            for event in events:
+            for event in get_backend().execute(request, cancel):
                 if isinstance(event, Result):
                     result = event
                 elif ns.json:
@@ -104,11 +107,8 @@ def _run(ns) -> int:
                     stream = sys.stdout if event.stream == "stdout" else sys.stderr
                     stream.write(event.text)
                     stream.flush()
-        except KeyboardInterrupt:
-            cancel.cancel()
-            result = next(r for r in events if isinstance(r, Result))
         finally:
-            events.close()
+            signal.signal(signal.SIGINT, previous)
     if ns.json:
         doc = result.to_dict()
         doc.update(stdout="".join(out["stdout"]), stderr="".join(out["stderr"]))

@@ -14,6 +14,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+import psutil
+
 from .launcher import launcher_path
 
 # Each concurrent run as root gets its own uid from this range: RLIMIT_NPROC then counts only
@@ -21,6 +23,9 @@ from .launcher import launcher_path
 # found by owner. The uids need no /etc/passwd entry.
 UID_BASE = int(os.environ.get("DCODEX_UID_BASE", "61000"))
 UID_COUNT = 256
+# Run directories are named after the engine's pid, so a later engine can tell the directories
+# of an engine that was killed outright (SIGKILL runs no cleanup) and remove them.
+RUN_DIR_PREFIX = "dcodex-run-"
 # World-writable places a program could leave files in, outside its own directory.
 SHARED_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
@@ -130,7 +135,8 @@ class Workspace:
         try:
             if self.caps.root:
                 self._acquire_uid()
-            self.path = tempfile.mkdtemp(prefix="dcodex-run-")
+            _sweep_orphaned_run_dirs()
+            self.path = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-")
             if self.uid is not None:
                 os.chown(self.path, self.uid, self.gid)
         except BaseException:
@@ -165,6 +171,22 @@ class Workspace:
             self._lock_fd, self.uid, self.gid = fd, uid, uid
             return
         raise NoFreeIdentity(f"all {UID_COUNT} sandbox uids are busy")
+
+
+@functools.lru_cache(maxsize=1)
+def _sweep_orphaned_run_dirs() -> None:
+    """Once per engine process: remove run directories whose engine is gone."""
+    tmp = tempfile.gettempdir()
+    for entry in os.scandir(tmp):
+        if not entry.name.startswith(RUN_DIR_PREFIX):
+            continue
+        pid = entry.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        try:
+            if pid.isdigit() and not psutil.pid_exists(int(pid)) and \
+                    entry.stat(follow_symlinks=False).st_uid in (os.geteuid(), *range(UID_BASE, UID_BASE + UID_COUNT)):
+                _remove_tree(entry.path)
+        except OSError:
+            pass
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,8 +13,9 @@
  * instead and kills every descendant it inherits before exiting. With -n the run also gets its own
  * IPC namespace, and with -N / -E a network namespace with no way out.
  *
- * usage: dcodex-launch [-n [-N|-E FD]] [-U] [-u UID -g GID] [-s STATSFD] [-l RES=SOFT:HARD]... -- PROG ARGS...
+ * usage: dcodex-launch [-n [-N|-E FD]] [-U] [-P PID] [-u UID -g GID] [-s STATSFD] [-l RES=SOFT:HARD]... -- PROG ARGS...
  *   -n  new pid namespace (needs root, or -U for a user namespace)
+ *   -P  the engine's pid: die with it (PDEATHSIG)
  *   -s  fd to write "WAITSTATUS UTIME_US STIME_US MAXRSS_KB" of the program to
  *   -N  with -n: also a new network namespace (nothing but a down `lo`: no way out)
  *   -E  with -n: join the (empty) network namespace open on this fd instead
@@ -107,13 +108,14 @@ static void kill_descendants(void) {
 
 int main(int argc, char **argv) {
     int newpid = 0, userns = 0, newnet = 0, netfd = -1, statsfd = -1, opt;
-    long uid = -1, gid = -1;
-    while ((opt = getopt(argc, argv, "+nNE:Uu:g:s:l:")) != -1) {
+    long uid = -1, gid = -1, engine = -1;
+    while ((opt = getopt(argc, argv, "+nNE:UP:u:g:s:l:")) != -1) {
         switch (opt) {
         case 'n': newpid = 1; break;
         case 'N': newnet = 1; break;
         case 'E': netfd = (int)strtol(optarg, NULL, 10); break;
         case 'U': userns = 1; break;
+        case 'P': engine = strtol(optarg, NULL, 10); break;
         case 'u': uid = strtol(optarg, NULL, 10); break;
         case 'g': gid = strtol(optarg, NULL, 10); break;
         case 's': statsfd = (int)strtol(optarg, NULL, 10); break;
@@ -122,10 +124,17 @@ int main(int argc, char **argv) {
         }
     }
     if (optind >= argc) {
-        fprintf(stderr, "usage: dcodex-launch [-n [-N|-E FD]] [-U] [-u UID -g GID] [-s FD] [-l RES=S:H]... -- PROG...\n");
+        fprintf(stderr, "usage: dcodex-launch [-n [-N|-E FD]] [-U] [-P PID] [-u UID -g GID] [-s FD] [-l RES=S:H]... -- PROG...\n");
         _exit(125);
     }
     char **prog = argv + optind;
+
+    /* If the engine dies (kernel killed on restart, server crash), the run dies with it:
+     * nobody would enforce its wall clock any more. */
+    if (engine > 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != (pid_t)engine) _exit(125); /* it died before we armed that */
+    }
 
     if (newpid) {
         uid_t outer_uid = getuid();

@@ -58,7 +58,9 @@ def run_process(
 ) -> Generator[Output, None, ProcessExit]:
     """Yield Output events while `argv` runs; return its ProcessExit. Closing the generator
     early (client gone, exception) still kills every process of the run."""
-    cmd = [launcher_path(), *caps.launcher_flags()]
+    # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
+    # fine: the thread that starts a run is blocked in this generator until the run ends.
+    cmd = [launcher_path(), *caps.launcher_flags(), "-P", str(os.getpid())]
     if workspace.uid is not None:
         cmd += ["-u", str(workspace.uid), "-g", str(workspace.gid)]
     stats_r, stats_w = os.pipe()
