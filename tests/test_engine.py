@@ -409,3 +409,14 @@ def test_degraded_mode_fork_bomb(degraded_backend, pids_cgroup):
     result, _ = run(degraded_backend, "c", "#include <unistd.h>\nint main(void) { for (;;) fork(); }",
                     wall_s=1.5, processes=32)
     assert result.status in (Status.WALL_TIMEOUT, Status.TIME_LIMIT)
+
+
+def test_hostile_compilation_is_bounded(backend):
+    # The compiler reads an endless file: its own (looser) limits stop it.
+    request = Request(Language.C, '#include "/dev/urandom"\nint main(void) {}\n',
+                      compile_limits=Limits(wall_s=1.5, cpu_s=5, memory=256 << 20))
+    start = time.monotonic()
+    result = collect(backend.execute(request))
+    assert result.status is Status.COMPILE_ERROR
+    assert result.message.startswith("Compilation stopped:") or "error" in result.message
+    assert time.monotonic() - start < 5
