@@ -24,7 +24,7 @@ from .cli import EXTENSIONS
 from .events import Output, Result
 from .info import describe
 from .live import run_live
-from .options import OptionError, header_parser, parse_words, request_from, split_words
+from .options import HelpRequested, OptionError, header_parser, parse_words, request_from, split_words
 from .request import Language, Limits, parse_seconds, parse_size
 
 CELL_USAGE = "%%dcodex LANG [options]   (LANG: c, cpp/c++, python/py; %%dcodex? for the options)"
@@ -59,6 +59,14 @@ class DCodeXError(Exception):
         # IPython shows this instead of a traceback through the magic's internals: the failure
         # is the program's, and its output (compiler diagnostics included) is already above.
         return [f"{type(self).__name__}: {self}"]
+
+
+class DCodeXInterrupt(KeyboardInterrupt):
+    """Ctrl-C / the notebook's interrupt stopped the program; still a KeyboardInterrupt, so it
+    ends the cell and any loop around the magic, as Ctrl-C should."""
+
+    def _render_traceback_(self):
+        return ["KeyboardInterrupt: the program was stopped"]
 
 
 class _Parsed(TraitType):
@@ -198,12 +206,13 @@ class DCodeXMagics(Magics):
     # ---- the pieces ------------------------------------------------------------------------
 
     def _parse(self, words, prog):
-        """Namespace of the shared grammar; None after `--help` (argparse printed it)."""
+        """Namespace of the shared grammar; None after `--help` (the help is printed)."""
         try:
             return parse_words(header_parser(prog, magic=True), words)
+        except HelpRequested as e:
+            print(e)
+            return None
         except OptionError as e:
-            if "-h" in words or "--help" in words:
-                return None
             raise UsageError(str(e)) from None
 
     def _run(self, ns, code, language: Language, local_ns):
@@ -228,10 +237,9 @@ class DCodeXMagics(Magics):
         if ns.out:
             self.shell.user_ns[ns.out] = result
         if interrupted:
-            # The program is gone; stop the cell (and any loop around the magic) as Ctrl-C should.
             if not ns.quiet:
                 print(result.summary())
-            raise KeyboardInterrupt
+            raise DCodeXInterrupt
         if not result.ok and not ns.no_raise_error:
             raise DCodeXError(result)
         if ns.quiet:
@@ -244,8 +252,7 @@ class DCodeXMagics(Magics):
     def _run_file(self, words, local_ns):
         if not words or words[0].startswith("-"):
             if "-h" in words or "--help" in words:
-                header_parser("%dcodex run FILE", magic=True).print_help()
-                return None
+                return self._parse(words, "%dcodex run FILE")
             raise UsageError(f"%dcodex run: missing FILE\nusage:\n{LINE_USAGE}")
         path = os.path.expanduser(words[0])
         ns = self._parse(words[1:], "%dcodex run FILE")
