@@ -111,11 +111,25 @@ def magics(ip):
         setattr(m, name, value)
 
 
+def strays() -> list[psutil.Process]:
+    """Processes below this test process other than the test kernel itself: sandbox launchers,
+    compilers and programs (as root or as a sandbox uid) that outlived their run."""
+    me = psutil.Process()
+    found = []
+    for p in me.children(recursive=True):
+        try:
+            if p.ppid() == me.pid and "ipykernel_launcher" in p.cmdline():
+                continue
+            found.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
 @pytest.fixture(autouse=True)
 def nothing_left_behind():
     yield
-    me = psutil.Process()
-    assert wait_until(lambda: not sandbox_processes(me), 2) is not None, sandbox_processes(me)
+    assert wait_until(lambda: not strays(), 2) is not None, strays()
 
 
 def cell(ip, line, body=""):
@@ -237,9 +251,11 @@ def test_stdin_var_feeds_text_or_bytes(ip, value, expected):
     assert ip.user_ns["res"].stdout == expected + "\n"
 
 
-def test_stdin_text_option(ip):
-    r = cell(ip, r"c --stdin '3 4\n'", '#include <stdio.h>\nint main(void) { int a, b; scanf("%d %d", &a, &b); printf("%d\\n", a + b); return 0; }')
-    assert r.result.stdout == "7\n"
+def test_stdin_text_and_file_options(ip, tmp_path):
+    body = '#include <stdio.h>\nint main(void) { int a, b; scanf("%d %d", &a, &b); printf("%d\\n", a + b); return 0; }'
+    assert cell(ip, r"c --stdin '3 4\n'", body).result.stdout == "7\n"
+    (tmp_path / "in.txt").write_text("40 2\n")
+    assert cell(ip, f"c --stdin-file {tmp_path / 'in.txt'}", body).result.stdout == "42\n"
 
 
 def test_options_expand_user_variables(ip, tmp_path):
@@ -360,9 +376,12 @@ def test_ctrl_c_stops_the_program_at_once(ip, capsys):
         fired["at"] = time.monotonic()
         os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in a terminal IPython does
 
-    # The interrupt is sent once the program is running as a sandbox uid, then we time its end.
-    watcher = threading.Thread(target=lambda: wait_until(lambda: sandbox_processes(me), 10) is not None
-                               and (time.sleep(0.3), interrupt()))
+    def interrupt_once_running():
+        if wait_until(lambda: sandbox_processes(me), 10) is not None:
+            time.sleep(0.3)
+            interrupt()
+
+    watcher = threading.Thread(target=interrupt_once_running)
     watcher.start()
     r = cell(ip, "python --out res", SLEEP_PY)
     ended = time.monotonic()
