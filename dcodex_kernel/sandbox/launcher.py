@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from ..paths import cache_dir
@@ -24,10 +25,11 @@ class LauncherUnavailable(RuntimeError):
 def launcher_path() -> str:
     """Path of the compiled launcher, building it on first use with the system C compiler."""
     global _path
-    if _path:
+    # Checked each time (one stat): another engine version may have removed this build.
+    if _path and os.path.exists(_path):
         return _path
     with _lock:
-        if _path:
+        if _path and os.path.exists(_path):
             return _path
         source = SOURCE.read_bytes()
         digest = hashlib.sha256(source).hexdigest()[:16]
@@ -36,6 +38,18 @@ def launcher_path() -> str:
             _build(source, target)
         _path = str(target)
         return _path
+
+
+def _remove_stale_builds(keep: Path) -> None:
+    """Drop launchers of other source versions unused for a week (a long-running kernel of an
+    older version still uses its own, and would rebuild it if it vanished)."""
+    week_ago = time.time() - 7 * 86400
+    for old in keep.parent.glob("dcodex-launch-*"):
+        try:
+            if old != keep and old.stat().st_atime < week_ago and old.stat().st_mtime < week_ago:
+                old.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _build(source: bytes, target: Path) -> None:
@@ -57,9 +71,7 @@ def _build(source: bytes, target: Path) -> None:
             if proc.returncode == 0:
                 os.chmod(out, 0o755)
                 os.replace(out, target)  # atomic: concurrent builders race harmlessly
-                for old in target.parent.glob("dcodex-launch-*"):
-                    if old != target:  # launchers of older source versions
-                        old.unlink(missing_ok=True)
+                _remove_stale_builds(target)
                 return
             errors = proc.stderr
         raise LauncherUnavailable(f"could not build the sandbox launcher:\n{errors}")
