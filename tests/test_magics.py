@@ -94,9 +94,11 @@ class Recorder:
 # ---- IPython shell -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def ip():
+def ip(backend):
     shell = get_ipython()
     shell.run_line_magic("load_ext", "dcodex_kernel")
+    # The real engine, with the test session's own build cache (conftest) instead of the user's.
+    shell.magics_manager.registry["DCodeXMagics"].backend = backend
     yield shell
     shell.run_line_magic("unload_ext", "dcodex_kernel")
 
@@ -395,9 +397,10 @@ def test_ctrl_c_stops_the_program_at_once(ip, capsys):
     assert cell(ip, "py --quiet", "print(1)").success  # the shell carries on
 
 
-def test_unload_and_reload(ip):
+def test_unload_and_reload(ip, backend):
     ip.run_line_magic("reload_ext", "dcodex_kernel")
     assert sum(isinstance(c, DCodeXMagics) for c in ip.configurables) == 1
+    ip.magics_manager.registry["DCodeXMagics"].backend = backend
     assert cell(ip, "py --quiet", "print(1)").success
 
 
@@ -414,7 +417,7 @@ def kernel(tmp_path_factory):
     }))
     km = KernelManager(kernel_name="magics-test",
                        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)]))
-    km.start_kernel()
+    km.start_kernel(env={**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))})
     kc = km.client()
     kc.start_channels()
     try:
