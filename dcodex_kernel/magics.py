@@ -158,8 +158,9 @@ class DCodeXMagics(Magics):
         wall_s, peak_memory, cached), shown as a one-line summary; with --out VAR it is stored in
         VAR instead. A failed run (compile error, non-zero exit, signal, a limit) raises
         DCodeXError, whose message is the one-line status, unless --no-raise-error is given.
-        Interrupting the cell kills the program. `{var}` and `$var` in the options are expanded
-        from the user namespace as in every IPython magic.
+        Interrupting the cell kills the program. `{expr}` and `$var` in the options are expanded
+        from the user namespace as in every IPython magic (not `$var` inside single quotes; `$$`
+        is a literal `$`); the cell body is passed as written.
 
         Example::
 
