@@ -57,6 +57,20 @@ def sandbox_processes(root: psutil.Process | None = None) -> list[psutil.Process
     return found
 
 
+def orphaned_sandbox_processes() -> list[psutil.Process]:
+    """Sandbox-uid processes that no engine is supervising any more (no `dcodex-launch`
+    ancestor): leaked ones, whoever ran them. Runs of other test sessions on this machine are
+    still below their launcher and are not counted."""
+    orphans = []
+    for p in sandbox_processes():
+        try:
+            if not any(a.name().startswith("dcodex-launch") for a in p.parents()):
+                orphans.append(p)
+        except psutil.Error:
+            pass
+    return orphans
+
+
 def wait_until(predicate, timeout: float, step: float = 0.01) -> float | None:
     """Seconds until predicate() held, or None if it never did within timeout."""
     start = time.monotonic()
@@ -431,7 +445,7 @@ def kernel(tmp_path_factory):
         km.shutdown_kernel(now=False)
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         assert psutil.Process().children(recursive=True) == []
-        assert wait_until(lambda: not sandbox_processes(), 3) is not None, sandbox_processes()
+        assert wait_until(lambda: not orphaned_sandbox_processes(), 3) is not None, orphaned_sandbox_processes()
 
 
 def execute(kc, code, timeout=30):
