@@ -13,10 +13,8 @@ An example opens with comment lines such as
 
 from __future__ import annotations
 
-import glob
 import os
 import re
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,8 @@ from dcodex_kernel.backends.local import LocalBackend
 from dcodex_kernel.events import Status, collect
 from dcodex_kernel.options import parse_header, request_from
 from dcodex_kernel.request import Language, Limits
-from dcodex_kernel.sandbox.isolation import UID_BASE, UID_COUNT
+
+from .support import PidsCgroup, run_dirs, wait_until_clean
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LANGUAGE_DIRS = {"c": ".c", "cpp": ".cpp", "python": ".py"}
@@ -38,7 +37,6 @@ HOSTILE = {"fork_bomb", "daemon"}
 # Behaviours every language must show (the examples' reason to exist; a deleted one fails here).
 REQUIRED = {"hello", "stdin_sum", "infinite_loop", "sleep_forever", "memory_exhaustion",
             "output_flood", "segfault", "daemon", "fork_bomb"}
-PIDS_ROOT = "/sys/fs/cgroup/pids"
 CGROUP_CAP = 300  # tasks: several fork bombs' worth (64 each by default), far below pid_max
 
 
@@ -85,25 +83,16 @@ ALL = [load(p) for p in example_files()]
 # ---------------------------------------------------------------- containment and leftovers
 
 class Containment:
-    """Where this module's runs live. As root: a pids cgroup this test process sits in, so every
-    process a run starts (daemons included, whatever they reparent to) is listed in it and a fork
-    bomb that escaped the sandbox's own limit stops at CGROUP_CAP. Otherwise: our descendants."""
+    """Where this module's runs live: a PidsCgroup this test process sits in (as root), so the
+    runs' processes can be listed and counted; otherwise our descendants."""
 
-    def __init__(self, cgroup: str | None):
+    def __init__(self, cgroup: PidsCgroup | None):
         self.cgroup = cgroup
 
     def run_processes(self) -> list[psutil.Process]:
         if self.cgroup is None:
             return psutil.Process().children(recursive=True)
-        with open(os.path.join(self.cgroup, "cgroup.procs")) as f:
-            pids = {int(line) for line in f if line.strip()} - {os.getpid()}
-        procs = []
-        for pid in pids:
-            try:
-                procs.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                pass
-        return procs
+        return self.cgroup.processes()
 
     def wait_for_no_processes(self, timeout: float = 3.0) -> list[psutil.Process]:
         deadline = time.monotonic() + timeout
@@ -114,14 +103,7 @@ class Containment:
             time.sleep(0.02)
 
     def cap_hits(self) -> int:
-        """How often a fork failed because of OUR cap, i.e. the sandbox's own limit did not hold."""
-        if self.cgroup is None:
-            return 0
-        try:
-            with open(os.path.join(self.cgroup, "pids.events")) as f:
-                return int(f.read().split()[-1])
-        except FileNotFoundError:  # older kernels have no pids.events
-            return 0
+        return self.cgroup.cap_hits() if self.cgroup else 0
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -141,78 +123,21 @@ def _describe(procs) -> list:
     return out
 
 
-def _own_pids_cgroup() -> str:
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if "pids" in controllers.split(","):
-                return path
-    return "/"
-
-
-def _enter(cgroup_dir: str) -> None:
-    with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
-        f.write(str(os.getpid()))  # moves every thread of this process
-
-
-def run_dirs() -> set[str]:
-    return set(glob.glob("/tmp/dcodex-run-*"))
-
-
-def sandbox_uid_processes(containment: Containment) -> list[psutil.Process]:
-    """Live processes with an engine sandbox uid that belong to this module's runs (other test
-    sessions on the machine may be running programs of their own right now)."""
-    mine = {p.pid for p in containment.run_processes()} if containment.cgroup else None
-    found = []
-    for p in psutil.process_iter(["uids"]):
-        uids = p.info["uids"]
-        if uids and UID_BASE <= uids.real < UID_BASE + UID_COUNT and (mine is None or p.pid in mine):
-            if _alive(p):
-                found.append(p)
-    return found
-
-
 @pytest.fixture(scope="module")
 def containment():
     """Put this test process into a fresh pids cgroup for the whole module (root only); after the
     module, check that no process and no temp dir of any run is left, then remove the cgroup."""
     dirs_before = run_dirs()
-    path = None
-    if os.geteuid() == 0 and os.access(PIDS_ROOT, os.W_OK):
-        path = os.path.join(PIDS_ROOT, f"dcodex-examples-{os.getpid()}")
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "pids.max"), "w") as f:
-            f.write(str(CGROUP_CAP))
-        original = os.path.join(PIDS_ROOT, _own_pids_cgroup().lstrip("/"))
-        _enter(path)
-    c = Containment(path)
+    since = time.time()
+    cgroup = PidsCgroup("dcodex-examples", CGROUP_CAP) if PidsCgroup.available() else None
+    c = Containment(cgroup)
     try:
         yield c
     finally:
-        # The whole set: no process of a run (in our cgroup / below us, with a sandbox uid, or a
-        # child of ours) ...
-        left = c.wait_for_no_processes() + sandbox_uid_processes(c)
-        left += [p for p in psutil.Process().children(recursive=True) if _alive(p)]
-        # ... and no run directory. A leak stays; a neighbour's run in flight goes away.
-        deadline = time.monotonic() + 15
-        while (stray := run_dirs() - dirs_before) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if path is not None:
-            _enter(original)
-            for p in c.run_processes():  # leaked run processes would keep the cgroup busy
-                try:
-                    p.send_signal(signal.SIGKILL)
-                except psutil.Error:
-                    pass
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    os.rmdir(path)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+        left, stray = wait_until_clean(dirs_before, since, timeout=15)
+        left += c.wait_for_no_processes()
+        if cgroup is not None:
+            cgroup.close()
     assert not left, f"processes of runs left after the examples: {_describe(left)}"
     assert not stray, f"run directories left after the examples: {stray}"
 
@@ -234,7 +159,7 @@ def test_examples_exist_for_every_behaviour():
 def test_example(example: Example, engine: LocalBackend, containment: Containment):
     if example.path.stem in HOSTILE and containment.cgroup is None:
         pytest.skip("needs root to create a pids cgroup that bounds it should the sandbox fail "
-                    f"({PIDS_ROOT} not writable); not run unbounded")
+                    "(/sys/fs/cgroup/pids not writable); not run unbounded")
     ns = parse_header(example.options)
     assert ns.language is None, f"{example.name}: options name a language"
     request = request_from(ns, code=example.path.read_text(encoding="utf-8"),

@@ -1,0 +1,130 @@
+"""Helpers the tests share: finding what a run left behind, and bounding hostile tests."""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+
+import psutil
+
+from dcodex_kernel.sandbox.isolation import UID_BASE, UID_COUNT
+
+PIDS_ROOT = "/sys/fs/cgroup/pids"
+
+
+def sandbox_processes(since: float = 0.0) -> list[psutil.Process]:
+    """Live processes of runs: the sandbox launchers below this test process and everything
+    below them, and (as root) any process started after `since` under a sandbox uid — which
+    catches a program that outlived an engine killed outright."""
+    found = {}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.name().startswith("dcodex-launch"):
+                found[p.pid] = p
+                found.update((c.pid, c) for c in p.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    if os.geteuid() == 0:
+        for p in psutil.process_iter(["uids", "create_time"]):
+            uids = p.info["uids"]
+            if uids and UID_BASE <= uids.real < UID_BASE + UID_COUNT and p.info["create_time"] >= since:
+                found[p.pid] = p
+    return [p for p in found.values() if _alive(p)]
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def run_dirs() -> set[str]:
+    return set(glob.glob("/tmp/dcodex-run-*"))
+
+
+def wait_until_clean(before_dirs: set[str], since: float = 0.0, timeout: float = 5.0) -> tuple[list, set]:
+    """What runs started after `since` left behind, after giving concurrent runs (other test
+    processes on this machine) time to end: a leak persists, a neighbour's run does not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = sandbox_processes(since)
+        dirs = run_dirs() - before_dirs
+        if (not procs and not dirs) or time.monotonic() > deadline:
+            return procs, dirs
+        time.sleep(0.05)
+
+
+class PidsCgroup:
+    """A pids cgroup (v1) this test process sits in while it exists, so every process a run starts
+    lands in it too — a daemon whatever it reparents to, every fork of a fork bomb. It lists them,
+    and its cap stops a fork bomb that escaped the sandbox's own limit before it fills the
+    machine's process table (pid_max is 32768 here)."""
+
+    def __init__(self, name: str, cap: int):
+        self.path = os.path.join(PIDS_ROOT, f"{name}-{os.getpid()}")
+        os.makedirs(self.path, exist_ok=True)
+        with open(os.path.join(self.path, "pids.max"), "w") as f:
+            f.write(str(cap))
+        self.cap = cap
+        self._original = os.path.join(PIDS_ROOT, _own_pids_cgroup().lstrip("/"))
+        _move_self(self.path)
+
+    @staticmethod
+    def available() -> bool:
+        return os.geteuid() == 0 and os.access(PIDS_ROOT, os.W_OK)
+
+    def processes(self) -> list[psutil.Process]:
+        """Live processes in the cgroup other than this test process."""
+        with open(os.path.join(self.path, "cgroup.procs")) as f:
+            pids = {int(line) for line in f if line.strip()} - {os.getpid()}
+        procs = []
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    procs.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return procs
+
+    def cap_hits(self) -> int:
+        """How often a fork failed because of this cgroup's cap (the sandbox's own limit did not hold)."""
+        try:
+            with open(os.path.join(self.path, "pids.events")) as f:
+                return int(f.read().split()[-1])
+        except FileNotFoundError:  # kernels without pids.events
+            return 0
+
+    def close(self) -> None:
+        _move_self(self._original)
+        for p in self.processes():  # a leaked run would keep the cgroup busy
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+def _own_pids_cgroup() -> str:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if "pids" in controllers.split(","):
+                return path
+    return "/"
+
+
+def _move_self(cgroup_dir: str) -> None:
+    # cgroup.procs moves the whole thread group.
+    with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
