@@ -1,0 +1,62 @@
+"""nbval set-up for the tutorial notebooks (`pytest --nbval notebooks/`).
+
+- Kernel notebooks run on the real DCodeX kernelspecs, installed once per test session by
+  `dcodex install --prefix <temp dir>` (see run_notebooks.prepare); notebooks whose kernel is
+  `python3` run on ipykernel and load the magics with `%load_ext dcodex_kernel`. The environment
+  that points Jupyter at them is applied only while nbval starts a notebook's kernel, so other
+  tests in the same session see the process environment unchanged.
+- The sanitize file nbval_sanitize.cfg beside this file is used unless --nbval-sanitize-with names
+  another: it blanks what changes from run to run (timings, memory figures, run directories, the
+  "cached build" flag), so every other byte of the stored outputs is compared.
+- Cells that fail on purpose are tagged `raises-exception`; cells whose output depends on the
+  machine (e.g. `%dcodex`, which lists the isolation layers in force) are tagged
+  `nbval-ignore-output`. Tags work in every language; `# NBVAL_*` comments only in Python cells.
+- To refresh the stored outputs after editing a notebook: `python notebooks/run_notebooks.py`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from run_notebooks import patched_environ, prepare
+
+SANITIZE = Path(__file__).resolve().parent / "nbval_sanitize.cfg"
+
+_session: dict = {}  # "tmp": the temp prefix, "changes": the environment for the kernels
+
+
+def pytest_configure(config):
+    if getattr(config.option, "nbval_sanitize_with", None) is None and hasattr(config.option, "nbval"):
+        config.option.nbval_sanitize_with = str(SANITIZE)
+
+
+def _is_notebook_cell(item) -> bool:
+    try:
+        from nbval.plugin import IPyNbCell
+    except ImportError:
+        return False
+    return isinstance(item, IPyNbCell)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    # nbval starts a notebook's kernel while setting up the notebook's first cell.
+    if not _is_notebook_cell(item):
+        yield
+        return
+    if "changes" not in _session:
+        _session["tmp"] = Path(tempfile.mkdtemp(prefix="dcodex-notebooks-"))
+        _session["changes"] = prepare(_session["tmp"])
+    with patched_environ(_session["changes"]):
+        yield
+
+
+def pytest_unconfigure(config):
+    tmp = _session.pop("tmp", None)
+    _session.pop("changes", None)
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
