@@ -176,6 +176,8 @@ class DCodeXKernel(Kernel):
         self._cancel: CancelToken | None = None
         self._cancel_lock = threading.Lock()
         self._last_result: dict | None = None
+        self._idle = threading.Event()  # clear while an execute_request is being handled
+        self._idle.set()
 
     # -- what the kernel is ---------------------------------------------------------------------
 
@@ -211,6 +213,13 @@ class DCodeXKernel(Kernel):
         return self._backend
 
     # -- execute --------------------------------------------------------------------------------
+
+    async def execute_request(self, stream, ident, parent):
+        self._idle.clear()
+        try:
+            await super().execute_request(stream, ident, parent)
+        finally:
+            self._idle.set()
 
     async def do_execute(self, code, silent, store_history=True, user_expressions=None,
                          allow_stdin=False, *, cell_meta=None, cell_id=None):
@@ -344,7 +353,10 @@ class DCodeXKernel(Kernel):
         signal.signal(signal.SIGINT, self.saved_sigint_handler)
 
     async def do_shutdown(self, restart):
+        # Stop the running cell and let it send its reply before ipykernel closes the sockets
+        # (else the main thread's execute_reply hits a closed socket). Cancelling takes ms.
         self.cancel_run()
+        self._idle.wait(timeout=5)
         return {"status": "ok", "restart": restart}
 
     # -- editing help ---------------------------------------------------------------------------
@@ -390,7 +402,19 @@ def _stats(result: Result) -> str:
 def main() -> None:
     from ipykernel.kernelapp import IPKernelApp
 
-    IPKernelApp.launch_instance(kernel_class=DCodeXKernel)
+    class DCodeXKernelApp(IPKernelApp):
+        def start(self):
+            super().start()  # returns when shutdown_request has stopped the main loop
+            # ipykernel 7.4 race: after the shutdown_reply the control thread still flushes
+            # stdout through the IOPub thread, which an atexit hook stops first; that flush
+            # then waits its 10 s timeout and the kernel lingers. The control loop has been
+            # told to stop: let its thread finish while the IOPub thread is still running.
+            thread = self.control_thread
+            shutting_down = getattr(self.kernel, "_shutdown_message", None) is not None
+            if shutting_down and thread is not None and thread.is_alive():
+                thread.join(timeout=2)
+
+    DCodeXKernelApp.launch_instance(kernel_class=DCodeXKernel)
 
 
 if __name__ == "__main__":
