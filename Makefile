@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup system-deps bench clean help
+.PHONY: run test setup system-deps ipython8 bench clean help
 
 help:
 	@echo "make run    set up, install the DCodeX kernelspecs into the venv, open JupyterLab on notebooks/"
@@ -40,11 +40,20 @@ run: setup
 	$(BIN)/dcodex install --sys-prefix
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
-test: setup
+test: setup ipython8
 	$(BIN)/python -m pytest
+	$(IPY8)/bin/python -m pytest tests/test_magics.py
+
+# The magics must work on IPython 8 as well as 9: a second venv runs their tests on 8.
+IPY8 := .venv-ipython8
+ipython8: $(IPY8)/.installed
+$(IPY8)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(IPY8)
+	$(IPY8)/bin/pip install -q -e . pytest 'ipython>=8,<9'
+	touch $@
 
 bench: setup
 	$(BIN)/python benchmarks/engine.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info test-artifacts
+	rm -rf $(VENV) $(IPY8) build *.egg-info test-artifacts
