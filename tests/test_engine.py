@@ -292,18 +292,20 @@ def test_flood_without_newline_is_cut_too(backend):
     assert result.status is Status.OUTPUT_LIMIT and text(timed) == "A" * 5000
 
 
+# The classic double fork + setsid, with stdio closed so the daemon holds none of our pipes:
+# only the sandbox's pid namespace (or subreaper) can find it.
+DAEMON = ("import os, time\n"
+          "if os.fork() == 0:\n"
+          "    os.setsid()\n"
+          "    if os.fork() == 0:\n"
+          "        for fd in (0, 1, 2): os.close(fd)\n"
+          "        time.sleep(300)\n"
+          "    os._exit(0)\n"
+          "os.wait()\nprint('parent done')\n")
+
+
 def test_daemon_that_escaped_the_session_dies_with_the_run(backend):
-    # The classic double fork + setsid, with stdio closed so the daemon holds none of our
-    # pipes: only the sandbox's pid namespace (or subreaper) can find it.
-    code = ("import os, time\n"
-            "if os.fork() == 0:\n"
-            "    os.setsid()\n"
-            "    if os.fork() == 0:\n"
-            "        for fd in (0, 1, 2): os.close(fd)\n"
-            "        time.sleep(300)\n"
-            "    os._exit(0)\n"
-            "os.wait()\nprint('parent done')\n")
-    result, timed = run(backend, "python", code)
+    result, timed = run(backend, "python", DAEMON)
     assert result.status is Status.OK and text(timed) == "parent done\n"
     assert result.wall_s < 2  # did not wait for the daemon
     # no_leftovers checks the daemon is gone
@@ -385,15 +387,7 @@ def test_degraded_mode_says_so(degraded_backend):
 
 
 def test_degraded_mode_still_kills_daemons(degraded_backend):
-    code = ("import os, time\n"
-            "if os.fork() == 0:\n"
-            "    os.setsid()\n"
-            "    if os.fork() == 0:\n"
-            "        for fd in (0, 1, 2): os.close(fd)\n"
-            "        time.sleep(300)\n"
-            "    os._exit(0)\n"
-            "os.wait()\nprint('parent done')\n")
-    result, _ = run(degraded_backend, "python", code)
+    result, _ = run(degraded_backend, "python", DAEMON)
     assert result.status is Status.OK and result.wall_s < 2
 
 
