@@ -113,7 +113,8 @@ def lab():
     """A JupyterLab server on 127.0.0.1 with the DCodeX kernelspecs installed into a temp prefix."""
     before = _descendants()
     tmp = Path(tempfile.mkdtemp(prefix="dcodex-browser-"))
-    dirs = {name: tmp / name for name in ("root", "config", "data", "runtime", "prefix", "ipython")}
+    dirs = {name: tmp / name for name in ("root", "config", "data", "runtime", "prefix", "ipython",
+                                          "browser-home")}
     for d in dirs.values():
         d.mkdir()
     env = dict(os.environ,
@@ -122,31 +123,32 @@ def lab():
                JUPYTER_PATH=str(dirs["prefix"] / "share" / "jupyter"),
                IPYTHONDIR=str(dirs["ipython"]))
     env.pop("JUPYTER_CONFIG_PATH", None)
-    # No news or update checks (they would reach outside 127.0.0.1) and no tour pop-ups.
-    settings = dirs["config"] / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    _install_kernels(dirs["prefix"], env)
-    display_name = _write_notebook(dirs["root"] / "NB.ipynb", KERNEL, dirs["prefix"])
-
     log = tmp / "jupyter.log"
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", "--port=0",
-             "--port-retries=0", f"--ServerApp.root_dir={dirs['root']}",
-             "--IdentityProvider.token=" + os.urandom(16).hex(),
-             "--LabApp.news_url=None",
-             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-             "--LabApp.extension_manager=readonly",
-             "--ServerApp.open_browser=False"] + (["--allow-root"] if os.geteuid() == 0 else []),
-            cwd=dirs["root"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
-    info = None
+    proc = info = None
     try:
+        # No news or update checks: they would reach outside 127.0.0.1.
+        settings = dirs["config"] / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True)
+        (settings / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        _install_kernels(dirs["prefix"], env)
+        display_name = _write_notebook(dirs["root"] / "NB.ipynb", KERNEL, dirs["prefix"])
+
+        with open(log, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
+                 "--port=0", "--port-retries=0", f"--ServerApp.root_dir={dirs['root']}",
+                 "--IdentityProvider.token=" + os.urandom(16).hex(),
+                 "--LabApp.news_url=None",
+                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                 "--LabApp.extension_manager=readonly"]
+                + (["--allow-root"] if os.geteuid() == 0 else []),
+                cwd=dirs["root"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
         info = _wait_for_server(dirs["runtime"], proc, log, time.monotonic() + 90)
         yield {"url": f"http://127.0.0.1:{info['port']}", "token": info["token"],
-               "notebook": "NB.ipynb", "display_name": display_name, "pid": proc.pid}
+               "notebook": "NB.ipynb", "display_name": display_name, "pid": proc.pid,
+               "browser_home": dirs["browser-home"]}
     finally:
         started = _descendants() - before
         if info is not None and proc.poll() is None:
@@ -157,13 +159,14 @@ def lab():
                 urllib.request.urlopen(req, timeout=10).close()
             except OSError:
                 pass
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         _gone, alive = psutil.wait_procs(list(started), timeout=10)
-        server_log = log.read_text(errors="replace")
+        server_log = log.read_text(errors="replace") if log.exists() else ""
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "jupyterlab-server.log").write_text(server_log)
         for p in alive:
@@ -192,7 +195,12 @@ def test_run_cpp_cell_in_jupyterlab(lab):
             route.abort()
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+        home = lab["browser_home"]  # Chromium's crash-report and cache dirs: not the user's
+        browser = pw.chromium.launch(
+            executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS,
+            env=dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+                     XDG_CACHE_HOME=str(home / ".cache")))
+        page = None
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.route("**/*", only_loopback)
@@ -226,8 +234,9 @@ def test_run_cpp_cell_in_jupyterlab(lab):
             page.screenshot(path=str(shot), full_page=True)
             text = page.locator(".jp-CodeCell .jp-OutputArea").first.inner_text()
         except Exception:
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
-            (ARTIFACTS / "jupyterlab-failure.html").write_text(page.content())
+            if page is not None:  # what the page showed, for whoever reads the failure
+                page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
+                (ARTIFACTS / "jupyterlab-failure.html").write_text(page.content())
             raise
         finally:
             browser.close()
