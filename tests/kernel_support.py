@@ -1,0 +1,182 @@
+"""Real DCodeX kernels for tests, started through jupyter_client and kept away from the user's
+Jupyter directories: the kernelspecs are installed into a temporary prefix, connection files,
+IPython and Jupyter dirs and the build cache live under it too."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import psutil
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager
+
+from dcodex_kernel.kernelspec import install
+from dcodex_kernel.request import Limits
+from dcodex_kernel.sandbox.isolation import UID_BASE, UID_COUNT
+
+_root: str | None = None
+
+
+def root() -> str:
+    """A temporary prefix holding the three kernelspecs (installed once per test process)."""
+    global _root
+    if _root is None:
+        _root = tempfile.mkdtemp(prefix="dcodex-kernel-tests-")
+        atexit.register(shutil.rmtree, _root, True)
+        install(prefix=_root)
+    return _root
+
+
+def kernels_dir() -> str:
+    return os.path.join(root(), "share", "jupyter", "kernels")
+
+
+def spec_manager() -> KernelSpecManager:
+    return KernelSpecManager(kernel_dirs=[kernels_dir()])
+
+
+def kernel_env(extra: dict | None = None) -> dict:
+    base = root()
+    env = {k: v for k, v in os.environ.items() if k not in Limits.ENV}  # the user's own limits
+    env.update(
+        IPYTHONDIR=os.path.join(base, "ipython"),
+        JUPYTER_RUNTIME_DIR=os.path.join(base, "runtime"),
+        JUPYTER_DATA_DIR=os.path.join(base, "data"),
+        JUPYTER_CONFIG_DIR=os.path.join(base, "config"),
+        XDG_CACHE_HOME=os.path.join(base, "cache"),  # a build cache of our own
+    )
+    env.update(extra or {})
+    return env
+
+
+def start_kernel(name: str, env: dict | None = None, *, channels: bool = True):
+    """→ (KernelManager, BlockingKernelClient) for a ready kernel (or, without `channels`, a
+    just-started kernel and a client that has not connected yet)."""
+    km = KernelManager(kernel_name=name, kernel_spec_manager=spec_manager(),
+                       connection_file=os.path.join(root(), f"kernel-{uuid.uuid4().hex}.json"))
+    km.start_kernel(env=kernel_env(env))
+    kc = km.client()
+    if not channels:
+        return km, kc
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+    except BaseException:
+        stop_kernel(km, kc)
+        raise
+    return km, kc
+
+
+def stop_kernel(km, kc) -> None:
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+@dataclass
+class Run:
+    """What one execute_request produced, with client-side arrival times (monotonic s)."""
+
+    reply: dict
+    outputs: list = field(default_factory=list)  # (arrival, msg_type, content)
+    started: float = 0.0
+    idle_at: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return self.reply["content"]["status"]
+
+    @property
+    def result(self) -> dict:
+        return self.reply["metadata"].get("dcodex", {})
+
+    def text(self, stream: str | None = None) -> str:
+        return "".join(c["text"] for _, kind, c in self.outputs
+                       if kind == "stream" and (stream is None or c["name"] == stream))
+
+    @property
+    def errors(self) -> list[dict]:
+        return [c for _, kind, c in self.outputs if kind == "error"]
+
+    @property
+    def kinds(self) -> list[str]:
+        return [kind for _, kind, _ in self.outputs]
+
+
+def execute(kc, code: str, timeout: float = 30, on_output=None, **kw) -> Run:
+    """Run a cell; collect its outputs (until the kernel is idle again) and its reply."""
+    started = time.monotonic()
+    msg_id = kc.execute(code, **kw)
+    return collect(kc, msg_id, started, timeout, on_output)
+
+
+def collect(kc, msg_id: str, started: float, timeout: float = 30, on_output=None) -> Run:
+    deadline = started + timeout
+    outputs = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind = msg["msg_type"]
+        if kind == "status" and msg["content"]["execution_state"] == "idle":
+            idle_at = time.monotonic()
+            break
+        if kind in ("stream", "error", "display_data", "execute_result"):
+            outputs.append((time.monotonic(), kind, msg["content"]))
+            if on_output:
+                on_output(kind, msg["content"])
+    while True:
+        reply = kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return Run(reply, outputs, started, idle_at)
+
+
+# -- leftovers ------------------------------------------------------------------------------------
+
+def live(processes) -> list:
+    alive = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def descendants(pid: int) -> list:
+    try:
+        return live(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stray_sandbox_processes() -> list:
+    """Processes running as a sandbox uid (the engine gives each run one when it is root) that
+    no launcher owns any more: what a run would leave behind. Runs of other engines on the
+    machine still sit under their own `dcodex-launch` and are not counted."""
+    stray = []
+    for p in psutil.process_iter(["uids"]):
+        try:
+            uid = p.info["uids"].real
+            if not UID_BASE <= uid < UID_BASE + UID_COUNT or p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if not any(a.name().startswith("dcodex-launch") for a in p.parents()):
+                stray.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, TypeError):
+            pass
+    return stray
+
+
+def wait_until(predicate, timeout: float = 3.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
