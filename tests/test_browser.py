@@ -4,8 +4,9 @@ The test starts JupyterLab on 127.0.0.1 (random port, token auth, every JUPYTER_
 temp dir so the user's own config is never read or touched) with the DCodeX kernelspecs installed
 into a temp prefix, opens a notebook whose kernel is `dcodex-cpp` in Debian's `chromium` driven by
 Playwright, clicks Run ▸ Run All Cells, and watches the cell's output arrive in the page while the
-program is still running. A screenshot lands in `test-artifacts/`. Afterwards no process it
-started (server, kernel, sandboxed program, browser) is left, and its temp dir is gone.
+program is still running; then it stops a never-ending program with the toolbar's interrupt
+button. Screenshots land in `test-artifacts/`. Afterwards no process the tests started (server,
+kernels, sandboxed programs, browser) is left, and their temp dir is gone.
 
 Needs: Debian's `chromium` and the `playwright` and `jupyterlab` Python packages (the project's
 set-up installs them). Playwright's own browser download is never used.
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -69,17 +71,16 @@ def _descendants() -> set[psutil.Process]:
     return set(psutil.Process().children(recursive=True))
 
 
-def _write_notebook(path: Path, kernel: str, prefix: Path) -> str:
-    spec = json.loads((prefix / "share" / "jupyter" / "kernels" / kernel / "kernel.json").read_text())
+def _write_notebook(lab: dict, name: str, code: str) -> str:
+    """A notebook on the `dcodex-cpp` kernel in the server's root dir; returns its name."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": kernel, "display_name": spec["display_name"],
-                                 "language": spec["language"]}
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": lab["display_name"],
+                                 "language": "c++"}
     intro = ("# DCodeX in the browser\n"
              "Each cell of this notebook is a whole C++ program; its output streams in as it runs.")
-    nb.cells = [nbformat.v4.new_markdown_cell(intro),
-                nbformat.v4.new_code_cell(CPP_CELL)]
-    nbformat.write(nb, path)
-    return spec["display_name"]
+    nb.cells = [nbformat.v4.new_markdown_cell(intro), nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, lab["root"] / name)
+    return name
 
 
 def _install_kernels(prefix: Path, env: dict) -> None:
@@ -108,7 +109,7 @@ def _wait_for_server(runtime: Path, proc: subprocess.Popen, log: Path, deadline:
     pytest.fail(f"jupyter lab did not come up:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def lab():
     """A JupyterLab server on 127.0.0.1 with the DCodeX kernelspecs installed into a temp prefix."""
     before = _descendants()
@@ -132,7 +133,8 @@ def lab():
         (settings / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False}))
         _install_kernels(dirs["prefix"], env)
-        display_name = _write_notebook(dirs["root"] / "NB.ipynb", KERNEL, dirs["prefix"])
+        spec = dirs["prefix"] / "share" / "jupyter" / "kernels" / KERNEL / "kernel.json"
+        display_name = json.loads(spec.read_text())["display_name"]
 
         with open(log, "wb") as log_file:
             proc = subprocess.Popen(
@@ -147,7 +149,7 @@ def lab():
                 stdin=subprocess.DEVNULL, start_new_session=True)
         info = _wait_for_server(dirs["runtime"], proc, log, time.monotonic() + 90)
         yield {"url": f"http://127.0.0.1:{info['port']}", "token": info["token"],
-               "notebook": "NB.ipynb", "display_name": display_name, "pid": proc.pid,
+               "root": dirs["root"], "display_name": display_name, "pid": proc.pid,
                "browser_home": dirs["browser-home"]}
     finally:
         started = _descendants() - before
@@ -179,10 +181,12 @@ def lab():
         assert not tmp.exists()
 
 
-def test_run_cpp_cell_in_jupyterlab(lab):
+@contextmanager
+def _browser(lab: dict, failure_name: str):
+    """A page in headless Chromium that may reach 127.0.0.1 only; on failure, a screenshot and the
+    page's HTML land in test-artifacts/. Afterwards the browser and Playwright's driver are gone."""
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "jupyterlab-dcodex-cpp.png"
-    shot.unlink(missing_ok=True)
+    server = psutil.Process(lab["pid"])
     before = _descendants()
     external: list[str] = []
 
@@ -204,42 +208,59 @@ def test_run_cpp_cell_in_jupyterlab(lab):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.route("**/*", only_loopback)
-            page.goto(f"{lab['url']}/lab/tree/{lab['notebook']}?token={lab['token']}",
-                      timeout=60_000)
-            # The notebook is open and its DCodeX kernel is up and idle (the status bar says so).
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            kernel_status = page.locator(".jp-StatusBar-TextItem",
-                                         has_text=f"{lab['display_name']} | Idle")
-            kernel_status.first.wait_for(timeout=60_000)
-
-            # Run ▸ Run All Cells, the way a person would do it.
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            run_all = page.locator("li.lm-Menu-item[data-command='runmenu:run-all']")
-            assert run_all.locator(".lm-Menu-itemLabel").inner_text() == "Run All Cells"
-            run_all.click()
-
-            outputs = page.locator(".jp-OutputArea-output")
-            first = outputs.filter(has_text=FIRST)
-            first.first.wait_for(timeout=60_000)
-            t_first = time.monotonic()
-            # Streamed: the first line is on the page while the program still sleeps.
-            seen_early = page.locator(".jp-OutputArea-output", has_text=SECOND).count()
-            busy = page.locator(".jp-StatusBar-TextItem",
-                                has_text=f"{lab['display_name']} | Busy").count()
-            outputs.filter(has_text=SECOND).first.wait_for(timeout=30_000)
-            t_second = time.monotonic()
-            kernel_status.first.wait_for(timeout=30_000)
-            prompt = page.locator(".jp-Cell.jp-CodeCell .jp-InputPrompt").first.inner_text()
-            kernel_name = page.locator(".jp-KernelName, .jp-Toolbar-kernelName").first.inner_text()
-            page.screenshot(path=str(shot), full_page=True)
-            text = page.locator(".jp-CodeCell .jp-OutputArea").first.inner_text()
+            yield page
         except Exception:
-            if page is not None:  # what the page showed, for whoever reads the failure
-                page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
-                (ARTIFACTS / "jupyterlab-failure.html").write_text(page.content())
+            if page is not None:
+                page.screenshot(path=str(ARTIFACTS / f"{failure_name}-failure.png"), full_page=True)
+                (ARTIFACTS / f"{failure_name}-failure.html").write_text(page.content())
             raise
         finally:
             browser.close()
+    assert not external, f"the page tried to reach outside 127.0.0.1: {external}"
+    # The kernels belong to the server (the `lab` fixture checks them); nothing else may remain.
+    mine = _descendants() - before - {server} - set(server.children(recursive=True))
+    _gone, alive = psutil.wait_procs(list(mine), timeout=10)
+    assert not alive, f"browser processes left: {[(p.pid, p.name()) for p in alive]}"
+
+
+def _open_and_run_all(page, lab: dict, notebook: str):
+    """Open the notebook, wait until its DCodeX kernel is idle, then Run ▸ Run All Cells, the way
+    a person would. Returns the status-bar locator for "<kernel> | Idle"."""
+    # A workspace of its own, reset: only this notebook is open (JupyterLab would otherwise
+    # restore the tabs of an earlier test, whose kernel has the same name in the status bar).
+    workspace = Path(notebook).stem
+    page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={lab['token']}",
+              timeout=60_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    idle = page.locator(".jp-StatusBar-TextItem", has_text=f"{lab['display_name']} | Idle").first
+    idle.wait_for(timeout=60_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    run_all = page.locator("li.lm-Menu-item[data-command='runmenu:run-all']")
+    assert run_all.locator(".lm-Menu-itemLabel").inner_text() == "Run All Cells"
+    run_all.click()
+    return idle
+
+
+def test_run_cpp_cell_in_jupyterlab(lab):
+    shot = ARTIFACTS / "jupyterlab-dcodex-cpp.png"
+    shot.unlink(missing_ok=True)
+    notebook = _write_notebook(lab, "NB.ipynb", CPP_CELL)
+    with _browser(lab, "jupyterlab-dcodex-cpp") as page:
+        idle = _open_and_run_all(page, lab, notebook)
+        outputs = page.locator(".jp-OutputArea-output")
+        outputs.filter(has_text=FIRST).first.wait_for(timeout=60_000)
+        t_first = time.monotonic()
+        # Streamed: the first line is on the page while the program still sleeps.
+        seen_early = outputs.filter(has_text=SECOND).count()
+        busy = page.locator(".jp-StatusBar-TextItem",
+                            has_text=f"{lab['display_name']} | Busy").count()
+        outputs.filter(has_text=SECOND).first.wait_for(timeout=30_000)
+        t_second = time.monotonic()
+        idle.wait_for(timeout=30_000)
+        prompt = page.locator(".jp-Cell.jp-CodeCell .jp-InputPrompt").first.inner_text()
+        kernel_name = page.locator(".jp-KernelName, .jp-Toolbar-kernelName").first.inner_text()
+        page.screenshot(path=str(shot), full_page=True)
+        text = page.locator(".jp-CodeCell .jp-OutputArea").first.inner_text()
 
     assert shot.exists() and shot.stat().st_size > 10_000
     assert seen_early == 0, "the whole output arrived at once, not streamed"
@@ -249,9 +270,38 @@ def test_run_cpp_cell_in_jupyterlab(lab):
     assert "[1]" in prompt
     assert kernel_name == lab["display_name"]
     assert "error" not in text.lower()
-    assert not external, f"the page tried to reach outside 127.0.0.1: {external}"
-    # The browser and Playwright's driver are gone (the server and its kernel go with `lab`).
-    server = psutil.Process(lab["pid"])
-    mine = _descendants() - before - {server} - set(server.children(recursive=True))
-    _gone, alive = psutil.wait_procs(list(mine), timeout=10)
-    assert not alive, f"browser processes left: {[(p.pid, p.name()) for p in alive]}"
+
+
+TICKING_CELL = """\
+#include <chrono>
+#include <iostream>
+#include <thread>
+
+int main() {
+    for (int i = 0; ; ++i) {
+        std::cout << "tick " << i << std::endl;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+}
+"""
+
+
+def test_interrupt_button_stops_a_cpp_program(lab):
+    """The toolbar's ■ button stops a running program at once; the kernel stays ready."""
+    notebook = _write_notebook(lab, "interrupt.ipynb", TICKING_CELL)
+    with _browser(lab, "jupyterlab-interrupt") as page:
+        idle = _open_and_run_all(page, lab, notebook)
+        output = page.locator(".jp-CodeCell .jp-OutputArea").first
+        page.locator(".jp-OutputArea-output", has_text="tick 3").first.wait_for(timeout=60_000)
+        page.locator("[data-command='notebook:interrupt-kernel']").first.click()
+        clicked = time.monotonic()
+        page.locator(".jp-OutputArea-output", has_text="Interrupted").first.wait_for(timeout=10_000)
+        stopped_after = time.monotonic() - clicked
+        idle.wait_for(timeout=10_000)
+        ticks = output.inner_text().count("tick ")
+        time.sleep(1.0)  # a program still running would print five more ticks meanwhile
+        ticks_later = output.inner_text().count("tick ")
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-interrupt.png"), full_page=True)
+
+    assert stopped_after < 5, f"the cell ended {stopped_after:.1f} s after the click"
+    assert ticks_later == ticks, "the program kept printing after the interrupt"
