@@ -12,6 +12,7 @@ check `pytest --nbval notebooks/` passes and look at the diff before committing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SANITIZE = HERE / "nbval_sanitize.cfg"
 
 
 def prepare(tmp: Path) -> dict[str, str | None]:
@@ -80,16 +82,39 @@ def run_notebook(path: Path, timeout: int = 120) -> None:
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
+    before = [cell.get("outputs") for cell in nb.cells]
     client = nbclient.NotebookClient(
         nb, timeout=timeout, kernel_name=nb.metadata["kernelspec"]["name"],
         resources={"metadata": {"path": str(path.parent)}},  # cwd = the notebook's folder, as nbval
         allow_errors=False,  # only cells tagged raises-exception may fail
         record_timing=False)
     client.execute()
-    for cell in nb.cells:
+    patterns = sanitize_patterns()
+    for cell, old in zip(nb.cells, before):
         if cell.cell_type == "code":
             cell.outputs = merge_streams(cell.outputs)
+            # Keep the stored outputs where only timings and the like differ: a diff then shows
+            # real changes only.
+            if old is not None and _sanitized(old, patterns) == _sanitized(cell.outputs, patterns):
+                cell.outputs = old
     nbformat.write(nb, path)
+
+
+def sanitize_patterns() -> list[tuple[str, str]]:
+    """The (regex, replacement) pairs of nbval_sanitize.cfg, read as nbval reads them."""
+    return re.findall(r"^regex: (.*)$\n^replace: (.*)$", SANITIZE.read_text(), flags=re.MULTILINE)
+
+
+def _sanitized(value, patterns):
+    if isinstance(value, str):
+        for regex, replacement in patterns:
+            value = re.sub(regex, replacement, value)
+        return value
+    if isinstance(value, dict):
+        return {k: _sanitized(v, patterns) for k, v in value.items() if k != "execution_count"}
+    if isinstance(value, list):
+        return [_sanitized(v, patterns) for v in value]
+    return value
 
 
 def merge_streams(outputs: list) -> list:
