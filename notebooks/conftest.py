@@ -16,15 +16,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from run_notebooks import patched_environ, prepare
+HERE = Path(__file__).resolve().parent
+SANITIZE = HERE / "nbval_sanitize.cfg"
 
-SANITIZE = Path(__file__).resolve().parent / "nbval_sanitize.cfg"
+
+def _load_runner():
+    """notebooks/run_notebooks.py, whatever pytest's import mode (it is not a package)."""
+    spec = importlib.util.spec_from_file_location("dcodex_run_notebooks", HERE / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_runner = _load_runner()
+patched_environ, prepare = _runner.patched_environ, _runner.prepare
 
 _session: dict = {}  # "tmp": the temp prefix, "changes": the environment for the kernels
 
