@@ -16,8 +16,6 @@ from .events import Output, Result, Status
 from .options import OptionError, add_run_options, join_flag_values, parse_words, request_from
 from .request import Language, Limits
 
-EXTENSIONS = {".c": Language.C, ".cpp": Language.CPP, ".cc": Language.CPP, ".cxx": Language.CPP,
-              ".c++": Language.CPP, ".py": Language.PYTHON}
 
 # Exit codes of `dcodex run`: the program's own code when it ran to an exit, else one per outcome.
 EXIT_CODES = {
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(ns) -> int:
     try:
-        language = Language.parse(ns.lang) if ns.lang else _language_of(ns.file)
+        language = Language.parse(ns.lang) if ns.lang else Language.of_file(ns.file)
         with open(ns.file, encoding="utf-8") as f:
             code = f.read()
         request = request_from(ns, code=code, language=language, base=Limits.from_env(),
@@ -124,13 +122,6 @@ def exit_code(result: Result) -> int:
     if result.signal:
         return 128 + result.signal
     return result.exit_code or 0
-
-
-def _language_of(path: str) -> Language:
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in EXTENSIONS:
-        raise ValueError(f"cannot tell the language of {path!r} from its extension; use --lang")
-    return EXTENSIONS[ext]
 
 
 def _install(ns) -> int:

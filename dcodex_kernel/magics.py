@@ -20,7 +20,6 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, nee
 from traitlets import Bool, TraitError, TraitType, Unicode, default
 
 from .backends import get_backend
-from .cli import EXTENSIONS
 from .events import Output, Result
 from .info import describe
 from .live import run_live
@@ -259,10 +258,10 @@ class DCodeXMagics(Magics):
         ns = self._parse(words[1:], "%dcodex run FILE")
         if ns is None:
             return None
-        language = ns.language or EXTENSIONS.get(os.path.splitext(path)[1].lower())
-        if language is None:
-            raise UsageError(f"%dcodex run: cannot tell the language of {path!r} from its "
-                             "extension; give it after FILE (c, cpp or python)")
+        try:
+            language = ns.language or Language.of_file(path)
+        except ValueError as e:
+            raise UsageError(f"%dcodex run: {e}: give it after FILE (c, cpp or python)") from None
         try:
             with open(path, encoding="utf-8") as f:
                 code = f.read()

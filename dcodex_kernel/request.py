@@ -25,6 +25,19 @@ class Language(str, Enum):
         raise ValueError(f"unknown language {name!r} (known: {known})")
 
 
+    @classmethod
+    def of_file(cls, path: str) -> "Language":
+        """The language a program file's extension names (.c, .cpp/.cc/.cxx/.c++, .py)."""
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in _EXTENSIONS:
+            raise ValueError(f"cannot tell the language of {path!r} from its extension "
+                             f"({', '.join(_EXTENSIONS)}); name it")
+        return _EXTENSIONS[ext]
+
+
+_EXTENSIONS = {".c": Language.C, ".cpp": Language.CPP, ".cc": Language.CPP, ".cxx": Language.CPP,
+               ".c++": Language.CPP, ".py": Language.PYTHON}
+
 _ALIASES = {
     Language.C: {"c"},
     Language.CPP: {"cpp", "c++", "cxx", "cc"},
