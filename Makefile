@@ -41,7 +41,7 @@ run: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 test: setup ipython8
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --nbval
 	$(IPY8)/bin/python -m pytest tests/test_magics.py
 
 # The magics must work on IPython 8 as well as 9: a second venv runs their tests on 8.

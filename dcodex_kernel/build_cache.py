@@ -1,9 +1,11 @@
 """Content-addressed cache of compiled programs: an unchanged program is never compiled twice.
 
-Entries are files named by a hash of everything that determines the binary. Writes are atomic
-(copy to a temp name in the same directory, then rename), readers tolerate an entry vanishing
-under them (they just compile again), and the size bound is kept by evicting least recently
-used entries (mtime is bumped on every hit) under an flock, so several processes can share it.
+An entry is a directory named by a hash of everything that determines the binary, holding the
+program and what the compiler said (warnings are replayed on a hit, so a cached build looks like
+a fresh one). Writes are atomic (an entry is filled under a temp name, then renamed into place),
+readers tolerate an entry vanishing under them (they just compile again), and the size bound is
+kept by evicting least recently used entries (a hit bumps the entry's mtime) under an flock, so
+several processes can share the cache.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from .paths import cache_dir
 
 DEFAULT_MAX_BYTES = 256 << 20
+PROGRAM = "program"
+DIAGNOSTICS = "diagnostics"
 
 
 def cache_key(*parts: str | bytes) -> str:
@@ -36,33 +40,39 @@ class BuildCache:
         env_max = os.environ.get("DCODEX_CACHE_MAX_BYTES")
         self.max_bytes = max_bytes or (int(env_max) if env_max else DEFAULT_MAX_BYTES)
 
-    def fetch(self, key: str, dest: str) -> bool:
-        """Copy the cached program for `key` to `dest`; False on a miss."""
+    def fetch(self, key: str, dest: str) -> str | None:
+        """Copy the cached program for `key` to `dest` and return the compiler's diagnostics
+        ("" if it said nothing); None on a miss."""
         entry = self.root / key
         try:
-            shutil.copyfile(entry, dest)
-        except FileNotFoundError:
-            return False
+            shutil.copyfile(entry / PROGRAM, dest)
+            diagnostics = (entry / DIAGNOSTICS).read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):  # never stored, or evicted just now
+            return None
         os.chmod(dest, 0o755)
         try:
             os.utime(entry)  # LRU: a hit makes the entry young again
         except FileNotFoundError:
             pass
-        return True
+        return diagnostics
 
-    def store(self, key: str, program: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+    def store(self, key: str, program: str, diagnostics: str = "") -> None:
+        tmp = tempfile.mkdtemp(dir=self.root, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as out, open(program, "rb") as src:
-                shutil.copyfileobj(src, out)
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, self.root / key)
-        except BaseException:
+            shutil.copyfile(program, os.path.join(tmp, PROGRAM))
+            with open(os.path.join(tmp, DIAGNOSTICS), "w", encoding="utf-8") as f:
+                f.write(diagnostics)
+            os.chmod(tmp, 0o700)
+            target = self.root / key
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+                os.rename(tmp, target)  # atomic; fails if another process stored it first
+            except OSError:
+                if target.is_dir():
+                    return  # an equal entry is there already
+                target.unlink(missing_ok=True)  # not an entry (a stray file): replace it
+                os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         self.evict()
 
     def evict(self) -> None:
@@ -72,24 +82,32 @@ class BuildCache:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return  # another process is evicting right now
-            entries = []
-            for e in os.scandir(self.root):
-                if e.name.startswith("."):
-                    continue
-                try:
-                    st = e.stat()
-                except FileNotFoundError:
-                    continue
-                entries.append((st.st_mtime, st.st_size, e.path))
+            entries = [(e.stat().st_mtime, _entry_size(e.path), e.path) for e in self._entries()]
             total = sum(size for _, size, _ in entries)
             for _, size, path in sorted(entries):
                 if total <= self.max_bytes:
                     break
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+                shutil.rmtree(path, ignore_errors=True)
                 total -= size
 
     def size(self) -> int:
-        return sum(e.stat().st_size for e in os.scandir(self.root) if not e.name.startswith("."))
+        return sum(_entry_size(e.path) for e in self._entries())
+
+    def _entries(self):
+        for e in os.scandir(self.root):
+            if e.name.startswith("."):
+                continue
+            if e.is_dir(follow_symlinks=False):
+                yield e
+            else:  # not an entry (e.g. left by an older version): it only takes room
+                os.unlink(e.path)
+
+
+def _entry_size(path: str) -> int:
+    total = 0
+    for name in (PROGRAM, DIAGNOSTICS):
+        try:
+            total += os.stat(os.path.join(path, name)).st_size
+        except FileNotFoundError:
+            pass
+    return total

@@ -413,3 +413,14 @@ def test_hostile_compilation_is_bounded(backend):
     assert result.status is Status.COMPILE_ERROR
     assert result.message.startswith("Compilation stopped:") or "error" in result.message
     assert time.monotonic() - start < 5
+
+
+def test_cached_build_replays_compiler_warnings(tmp_path):
+    backend = LocalBackend(BuildCache(tmp_path))
+    code = "int main(void) { int unused; return 0; }\n"
+    first, timed_first = run(backend, "c", code)
+    second, timed_second = run(backend, "c", code)
+    assert second.cached
+    warning = text(timed_first, "stderr", "compile")
+    assert "unused" in warning and "\x1b[" not in warning
+    assert text(timed_second, "stderr", "compile") == warning

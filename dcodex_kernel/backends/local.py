@@ -101,33 +101,9 @@ class LocalBackend:
         env = sandbox_env(ws.path)
         cached = False
         if rec.compiles:
-            argv = rec.compile_argv(request.cflags, request.ldflags, request.color)
-            linebuf = linebuf_source()
-            key = cache_key(
-                rec.language.value, compiler_identity(argv[0]),
-                "\0".join(a for a in argv if not a.startswith("-fdiagnostics-color")),
-                request.code, linebuf,
-            )
-            program = os.path.join(ws.path, PROGRAM)
-            cached = request.cache and self.cache.fetch(key, program)
-            if not cached:
-                with open(os.path.join(ws.path, LINEBUF_FILE), "wb") as f:
-                    f.write(linebuf)
-                diagnostics = []
-                exit = yield from _tee(
-                    run_process(argv, workspace=ws, caps=caps, env=env,
-                                limits=request.compile_limits, cancel=cancel, phase="compile"),
-                    diagnostics)
-                status, message, code, sig = classify(exit, request.compile_limits)
-                if status is Status.CANCELLED:
-                    return Result(status, message)
-                if status is not Status.OK or not os.path.exists(program):
-                    return Result(Status.COMPILE_ERROR, _compile_summary(status, message, "".join(diagnostics)),
-                                  exit_code=code, signal=sig, truncated=exit.truncated)
-                if request.cache:
-                    self.cache.store(key, program)
-        if ws.uid is not None:
-            os.chown(ws.path, ws.uid, ws.gid)  # keep: the program may write next to itself
+            failed, cached = yield from self._build(rec, request, caps, ws, env, cancel)
+            if failed:
+                return failed
         argv = rec.run_argv(request.args, sandbox_uid=ws.uid)
         exit = yield from run_process(argv, workspace=ws, caps=caps, env=env, limits=request.limits,
                                       stdin=request.stdin, cancel=cancel, phase="run")
@@ -135,6 +111,40 @@ class LocalBackend:
         return Result(status, message, exit_code=code, signal=sig, cpu_s=exit.cpu_s,
                       wall_s=exit.wall_s, peak_memory=exit.peak_memory, truncated=exit.truncated,
                       cached=cached)
+
+    def _build(self, rec, request, caps, ws, env, cancel):
+        """Put the compiled program in the run dir, from the cache or the compiler (in the
+        sandbox). Returns (Result if the build failed else None, whether it came from the cache)."""
+        argv = rec.compile_argv(request.cflags, request.ldflags, request.color)
+        linebuf = linebuf_source()
+        key = cache_key(
+            rec.language.value, compiler_identity(argv[0]),
+            "\0".join(a for a in argv if not a.startswith("-fdiagnostics-color")),
+            request.code, linebuf,
+        )
+        program = os.path.join(ws.path, PROGRAM)
+        replay = self.cache.fetch(key, program) if request.cache else None
+        if replay is not None:
+            if replay:  # the warnings of the build that made this program
+                yield Output("stderr", replay if request.color else _ANSI.sub("", replay), "compile")
+            return None, True
+        with open(os.path.join(ws.path, LINEBUF_FILE), "wb") as f:
+            f.write(linebuf)
+        diagnostics = []
+        exit = yield from _tee(
+            run_process(argv, workspace=ws, caps=caps, env=env, limits=request.compile_limits,
+                        cancel=cancel, phase="compile"),
+            diagnostics)
+        status, message, code, sig = classify(exit, request.compile_limits)
+        if status is Status.CANCELLED:
+            return Result(status, message), False
+        if status is not Status.OK or not os.path.exists(program):
+            summary = _compile_summary(status, message, "".join(diagnostics))
+            return Result(Status.COMPILE_ERROR, summary, exit_code=code, signal=sig,
+                          truncated=exit.truncated), False
+        if request.cache:
+            self.cache.store(key, program, "".join(diagnostics))
+        return None, False
 
 
 def _tee(events, sink: list[str]):
