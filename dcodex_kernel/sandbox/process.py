@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -22,6 +23,9 @@ from .launcher import launcher_path
 from .limits import rlimit_args
 
 READ_SIZE = 1 << 16
+# A chunk that ends mid-line waits this long for the rest of the line: `print("a", 1)` under
+# python -u is three writes, and one event per line is what front doors want to send on.
+COALESCE_S = 0.002
 STDERR_TAIL = 4096  # bytes of stderr kept to recognise out-of-memory messages
 LAUNCH_FAILED = 125  # the launcher's own exit code when it could not start the program
 
@@ -170,6 +174,7 @@ class _Pump:
                 if not data:
                     self._close_stream(fd)
                     continue
+                data = self._rest_of_line(fd, data)
                 text = self._accept(self.streams[fd], data)
                 if text:
                     out.append((self.streams[fd], text))
@@ -179,6 +184,19 @@ class _Pump:
                 self._write_stdin()
             # else: the cancel eventfd; the caller checks the token.
         return out
+
+    def _rest_of_line(self, fd: int, data: bytes) -> bytes:
+        """More of a partial line, if the program writes it within COALESCE_S."""
+        deadline = time.monotonic() + COALESCE_S
+        while not data.endswith(b"\n") and len(data) < READ_SIZE:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                break
+            more = os.read(fd, READ_SIZE - len(data))
+            if not more:
+                break  # EOF: the next select reports it again
+            data += more
+        return data
 
     def _accept(self, stream: str, data: bytes) -> str:
         if len(data) > self.remaining:
