@@ -24,12 +24,13 @@ import threading
 from dataclasses import dataclass
 
 from ipykernel.kernelbase import Kernel
+from ipykernel._version import kernel_protocol_version
 from traitlets import Unicode
 
 from . import __version__
 from .cancel import CancelToken
 from .editing import HEADER, complete, is_complete
-from .events import Output, Result, Status
+from .events import Result, Status
 from .info import describe
 from .options import HelpRequested, OptionError, header_parser, parse_header, request_from
 from .request import Language, Limits, Request
@@ -161,6 +162,9 @@ def toolchain(language: Language) -> str:
 class DCodeXKernel(Kernel):
     implementation = "dcodex"
     implementation_version = __version__
+    # ipykernel sleeps this long before each execute_reply so that OutStream text reaches
+    # clients first; our output is sent straight to IOPub, before the reply and the idle status.
+    _execute_sleep = 0.0
 
     language = Unicode("c", help="language of cells without a %%dcodex header: c, cpp, python"
                        ).tag(config=True)
@@ -198,11 +202,18 @@ class DCodeXKernel(Kernel):
 
     @property
     def kernel_info(self) -> dict:
-        info = super().kernel_info
-        # Cells are separate programs: there is nothing for a Python debugger to attach to.
-        info["supported_features"] = [f for f in info.get("supported_features", [])
-                                      if f != "debugger"]
-        return info
+        # Built here rather than by ipykernel, which would import debugpy only to advertise a
+        # debugger: cells are separate programs, there is nothing for one to attach to. Nor do
+        # we offer subshells: one cell runs at a time.
+        return {
+            "protocol_version": kernel_protocol_version,
+            "implementation": self.implementation,
+            "implementation_version": self.implementation_version,
+            "language_info": self.language_info,
+            "banner": self.banner,
+            "help_links": self.help_links,
+            "supported_features": [],
+        }
 
     @property
     def backend(self):
@@ -403,12 +414,22 @@ def main() -> None:
     from ipykernel.kernelapp import IPKernelApp
 
     class DCodeXKernelApp(IPKernelApp):
+        def init_io(self):
+            # Keep the real sys.stdout/stderr. Cells are programs whose output the kernel
+            # publishes itself; the kernel's own prints and warnings belong in the server's
+            # log, not in someone's cell. It also saves ipykernel's OutStream flushes, each a
+            # round trip to the IOPub thread, four per cell. (init_kernel wants a displayhook.)
+            from traitlets.utils.importstring import import_item
+
+            self.displayhook = import_item(str(self.displayhook_class))(self.session,
+                                                                         self.iopub_socket)
+
         def start(self):
             super().start()  # returns when shutdown_request has stopped the main loop
-            # ipykernel 7.4 race: after the shutdown_reply the control thread still flushes
-            # stdout through the IOPub thread, which an atexit hook stops first; that flush
-            # then waits its 10 s timeout and the kernel lingers. The control loop has been
-            # told to stop: let its thread finish while the IOPub thread is still running.
+            # ipykernel 7.4 race: after the shutdown_reply the control thread still publishes
+            # (status, flushes) through the IOPub thread, which the exit hooks stop first; the
+            # control thread then blocks and close() waits for it (seen: 10 s, and forever).
+            # The control loop has been told to stop: let it finish while IOPub still runs.
             thread = self.control_thread
             shutting_down = getattr(self.kernel, "_shutdown_message", None) is not None
             if shutting_down and thread is not None and thread.is_alive():
