@@ -50,15 +50,19 @@ class Result:
     def ok(self) -> bool:
         return self.status is Status.OK
 
-    def summary(self) -> str:
-        """The short line front doors print after a run."""
-        head = "ok" if self.ok else f"{self.status.value}: {self.message}"
+    def stats(self) -> str:
+        """'12 ms wall, 3 ms cpu, 1.2 MiB peak, cached build'."""
         stats = f"{self.wall_s * 1000:.0f} ms wall, {self.cpu_s * 1000:.0f} ms cpu"
         if self.peak_memory:
             stats += f", {self.peak_memory / (1 << 20):.1f} MiB peak"
         if self.cached:
             stats += ", cached build"
-        return f"[dcodex] {head} ({stats})"
+        return stats
+
+    def summary(self) -> str:
+        """The short line front doors print after a run."""
+        head = "ok" if self.ok else f"{self.status.value}: {self.message}"
+        return f"[dcodex] {head} ({self.stats()})"
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -269,9 +269,10 @@ class DCodeXKernel(Kernel):
         if result.ok:
             return self._ok()
         ename = ENAMES.get(result.status, "Error")
-        headline = f"{RED}{ename}{RESET}: {result.message}"
         if result.status is Status.CANCELLED:
-            headline += " (the program was stopped; the kernel is ready for the next cell)"
+            headline = f"{RED}{ename}{RESET}: the program was stopped; the kernel is ready for the next cell"
+        else:
+            headline = f"{RED}{ename}{RESET}: {result.message}"
         if result.status is Status.COMPILE_ERROR:
             traceback = diagnostics.rstrip("\n").split("\n") + [headline] if diagnostics else [headline]
         else:
@@ -402,12 +403,8 @@ def _header_options() -> list[str]:
 
 
 def _stats(result: Result) -> str:
-    stats = f"{result.wall_s * 1000:.0f} ms wall, {result.cpu_s * 1000:.0f} ms cpu"
-    if result.peak_memory:
-        stats += f", {result.peak_memory / (1 << 20):.1f} MiB peak"
-    if result.exit_code is not None:
-        stats += f", exit code {result.exit_code}"
-    return stats
+    exit_code = f", exit code {result.exit_code}" if result.exit_code is not None else ""
+    return result.stats() + exit_code
 
 
 def main() -> None:
