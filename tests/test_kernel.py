@@ -317,7 +317,13 @@ def test_interrupt_stops_the_program_and_the_kernel_survives(kernels, name, code
 
 def test_interrupt_between_cells_is_harmless(c_kernel):
     km, kc = c_kernel
-    km.interrupt_kernel()
+    # Wait for the interrupt_reply: an interrupt that arrives after the next cell has started
+    # stops that cell, as it should (km.interrupt_kernel() does not wait for the reply).
+    msg = kc.session.msg("interrupt_request", {})
+    kc.control_channel.send(msg)
+    reply = kc.get_control_msg(timeout=10)
+    assert reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]
+    assert reply["content"]["status"] == "ok"
     assert execute(kc, HELLO["dcodex-c"]).text() == "hello\n"
 
 
