@@ -34,14 +34,18 @@ HELLO = {
 }
 
 
-def median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
-    samples = []
+def median_ms(*fns, repeat: int) -> list[float]:
+    """Median milliseconds of each function, sampled alternately so that the machine's drifting
+    load (it is shared) falls on all of them alike."""
+    for fn in fns:
+        fn()  # warm-up
+    samples = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
+        for fn, out in zip(fns, samples):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(s) * 1000 for s in samples]
 
 
 def main() -> None:
@@ -71,17 +75,17 @@ def main() -> None:
                 subprocess.run([*rec.compiler(), *rec.default_flags, src, "-o", exe], check=True)
                 floor_cmd = [exe]
                 floor_name = "bare binary"
-                cold = median_ms(lambda: run(cache=False), opts.cold_repeat)
-                warm = median_ms(run, opts.repeat)
+                cold, = median_ms(lambda: run(cache=False), repeat=opts.cold_repeat)
+                run()  # fills the cache
                 assert run().cached
             else:
                 floor_cmd = [python_interpreter(isolation.UID_BASE if caps.root else None),
                              "-I", "-u", "-B", src]
                 floor_name = "bare interpreter"
                 cold = None
-                warm = median_ms(run, opts.repeat)
-            floor = median_ms(lambda: subprocess.run(floor_cmd, stdout=subprocess.PIPE, check=True),
-                              opts.repeat)
+            warm, floor = median_ms(
+                run, lambda: subprocess.run(floor_cmd, stdout=subprocess.PIPE, check=True),
+                repeat=opts.repeat)
             rows.append((lang.value, cold, warm, floor, floor_name))
 
         print(f"isolation: {', '.join(caps.layers())}")

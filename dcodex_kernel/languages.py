@@ -85,8 +85,13 @@ def compiler_identity(exe: str) -> str:
 def python_interpreter(sandbox_uid: int | None = None) -> str:
     """The engine's own interpreter, unless the sandbox's uid cannot reach it (e.g. it lives
     under a 0700 /root): then the system interpreter of the same version, else any python3."""
+    return _python_interpreter(sandbox_uid is not None)
+
+
+@functools.lru_cache(maxsize=2)
+def _python_interpreter(other_uid: bool) -> str:
     own = os.path.realpath(sys.executable)
-    if sandbox_uid is None or (_world_reachable(own) and _world_reachable(sys.base_prefix)):
+    if not other_uid or (_world_reachable(own) and _world_reachable(sys.base_prefix)):
         return own
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}",

@@ -7,7 +7,6 @@ import errno
 import fcntl
 import functools
 import os
-import random
 import shutil
 import stat
 import subprocess
@@ -139,17 +138,24 @@ class Workspace:
             self.path = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-")
             if self.uid is not None:
                 os.chown(self.path, self.uid, self.gid)
+            self._tmp_stamp = _shared_tmp_stamp()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc) -> None:
+        # Scanning the shared tmp dirs costs ~0.5 ms: do it only if something was created or
+        # removed in them during the run (their mtime moved), and once per uid per engine
+        # process (for files a crashed engine's run left under this uid).
+        tmp_changed = _shared_tmp_stamp() != getattr(self, "_tmp_stamp", None)
         if self.path:
             _remove_tree(self.path)
             self.path = ""
         if self.uid is not None:
-            _remove_files_owned_by(self.uid)
+            if tmp_changed or self.uid not in _swept_uids:
+                _remove_files_owned_by(self.uid)
+                _swept_uids.add(self.uid)
             self.uid = self.gid = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock: the uid is free again
@@ -157,9 +163,8 @@ class Workspace:
 
     def _acquire_uid(self) -> None:
         lock_dir = _uid_lock_dir()
-        start = random.randrange(UID_COUNT)
-        for i in range(UID_COUNT):
-            uid = UID_BASE + (start + i) % UID_COUNT
+        # Lowest free uid first: an engine then keeps reusing the same few uids.
+        for uid in range(UID_BASE, UID_BASE + UID_COUNT):
             fd = os.open(os.path.join(lock_dir, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -210,6 +215,19 @@ def _remove_tree(path: str) -> None:
             pass
 
     shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+_swept_uids: set[int] = set()
+
+
+def _shared_tmp_stamp() -> tuple:
+    stamp = []
+    for top in SHARED_TMP_DIRS:
+        try:
+            stamp.append(os.stat(top).st_mtime_ns)
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
 
 
 def _remove_files_owned_by(uid: int) -> None:
