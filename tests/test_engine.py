@@ -424,3 +424,37 @@ def test_cached_build_replays_compiler_warnings(tmp_path):
     warning = text(timed_first, "stderr", "compile")
     assert "unused" in warning and "\x1b[" not in warning
     assert text(timed_second, "stderr", "compile") == warning
+
+
+def test_oom_killer_is_memory_limit(backend):
+    """A program the kernel's OOM killer kills (here: in a 96 MiB memory cgroup made for the test,
+    far below its own 1 GiB limit) is reported as memory_limit, not as a mysterious SIGKILL."""
+    root = "/sys/fs/cgroup/memory"
+    if not os.access(root, os.W_OK):
+        pytest.skip("no writable memory cgroup (v1) to make an OOM kill happen safely")
+    own = next(line.split(":", 2)[2].strip() for line in open("/proc/self/cgroup")
+               if "memory" in line.split(":")[1].split(","))
+    path = os.path.join(root, own.lstrip("/"), f"dcodex-oom-{os.getpid()}")
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
+        f.write(str(96 << 20))
+    original = os.path.join(root, own.lstrip("/"))
+    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        code = "chunks = []\nwhile True:\n    chunks.append(bytearray(8 << 20))\n"
+        result, _ = run(backend, "python", code, memory=1 << 30)
+    finally:
+        with open(os.path.join(original, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(path)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    assert result.status is Status.MEMORY_LIMIT, result
+    assert result.signal == 9 and "out-of-memory killer" in result.message

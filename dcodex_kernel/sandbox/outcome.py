@@ -51,6 +51,9 @@ def classify(exit: ProcessExit, limits: Limits) -> tuple[Status, str, int | None
     failed = code != 0
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and exit.cpu_s >= limits.cpu_s):
         return Status.TIME_LIMIT, f"CPU time limit of {limits.cpu_s:g} s exceeded", code, sig
+    if sig == signal.SIGKILL and exit.oom_kills > 0:
+        return (Status.MEMORY_LIMIT, "Killed by the system's out-of-memory killer "
+                "(the machine or its memory cgroup ran out of memory)", code, sig)
     if failed and (
         _OOM_TEXT.search(exit.stderr_tail)
         or exit.peak_memory >= _NEAR_CAP * limits.memory

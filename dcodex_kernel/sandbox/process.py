@@ -39,6 +39,7 @@ class ProcessExit:
     wall_s: float
     peak_memory: int
     stopped_for: str | None  # "wall", "output" or "cancel" when the supervisor ended it
+    oom_kills: int  # out-of-memory kills on the machine (any cgroup) while it ran
     truncated: bool
     stderr_tail: bytes
     launcher_code: int  # exit code of the launcher itself (LAUNCH_FAILED = could not start)
@@ -70,6 +71,7 @@ def run_process(
     stats_r, stats_w = os.pipe()
     cmd += ["-s", str(stats_w), *rlimit_args(limits, own_uid=workspace.uid is not None), "--", *argv]
 
+    oom_before = _oom_kill_count()
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -121,7 +123,7 @@ def run_process(
         wait_status, cpu_s, peak = stats[0], max(cpu_s, stats[1]), max(peak, stats[2])
     return ProcessExit(
         wait_status=wait_status, cpu_s=cpu_s, wall_s=wall_s, peak_memory=peak,
-        stopped_for=stopped_for, truncated=pump.over_cap, stderr_tail=bytes(pump.stderr_tail),
+        stopped_for=stopped_for, oom_kills=_oom_kill_count() - oom_before, truncated=pump.over_cap, stderr_tail=bytes(pump.stderr_tail),
         launcher_code=proc.returncode,
     )
 
@@ -274,6 +276,18 @@ def _kill_run(proc: subprocess.Popen, caps: Capabilities) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _oom_kill_count() -> int:
+    """The kernel's count of OOM kills (global and cgroup), to tell its SIGKILL from others."""
+    try:
+        with open("/proc/vmstat", "rb") as f:
+            for line in f:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def _usage_of_tree(pid: int) -> tuple[float, int]:
