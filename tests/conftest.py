@@ -10,6 +10,7 @@ import pytest
 
 from dcodex_kernel.backends.local import LocalBackend
 from dcodex_kernel.build_cache import BuildCache
+from dcodex_kernel.sandbox import isolation
 
 from .support import PIDS_ROOT, PidsCgroup, run_dirs, wait_until_clean
 
@@ -22,6 +23,7 @@ def backend(tmp_path_factory) -> LocalBackend:
 @pytest.fixture
 def no_leftovers():
     """Assert after the test that no process, temp dir or file descriptor of a run survived."""
+    isolation.detect()  # opens the engine's one network-namespace fd, held for its lifetime
     before_dirs = run_dirs()
     before_fds = set(os.listdir("/proc/self/fd"))
     since = time.time()
