@@ -453,9 +453,26 @@ def test_cached_build_replays_compiler_warnings(tmp_path):
     assert text(timed_second, "stderr", "compile") == warning
 
 
-def test_oom_killer_is_memory_limit(backend):
-    """A program the kernel's OOM killer kills (here: in a 96 MiB memory cgroup made for the test,
-    far below its own 1 GiB limit) is reported as memory_limit, not as a mysterious SIGKILL."""
+OOM_SCRIPT = """
+import json, os, sys
+from dcodex_kernel.backends.local import LocalBackend
+from dcodex_kernel.build_cache import BuildCache
+from dcodex_kernel.events import collect
+from dcodex_kernel.request import Language, Limits, Request
+with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+code = "chunks = []\\nwhile True:\\n    chunks.append(bytearray(8 << 20))\\n"
+result = collect(LocalBackend(BuildCache(sys.argv[2])).execute(
+    Request(Language.PYTHON, code, limits=Limits(memory=1 << 30))))
+print(json.dumps({"status": result.status.value, "signal": result.signal, "message": result.message}))
+"""
+
+
+def test_oom_killer_is_memory_limit(tmp_path):
+    """A program the kernel's OOM killer kills is reported as memory_limit, not as a mysterious
+    SIGKILL. The engine runs in a separate process inside a 128 MiB memory cgroup made for the
+    test (far below the program's own 1 GiB limit); the launcher makes the program the killer's
+    first choice, so neither that engine nor this test process is picked."""
     root = "/sys/fs/cgroup/memory"
     if not os.access(root, os.W_OK):
         pytest.skip("no writable memory cgroup (v1) to make an OOM kill happen safely")
@@ -463,17 +480,12 @@ def test_oom_killer_is_memory_limit(backend):
                if "memory" in line.split(":")[1].split(","))
     path = os.path.join(root, own.lstrip("/"), f"dcodex-oom-{os.getpid()}")
     os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
-        f.write(str(96 << 20))
-    original = os.path.join(root, own.lstrip("/"))
-    with open(os.path.join(path, "cgroup.procs"), "w") as f:
-        f.write(str(os.getpid()))
     try:
-        code = "chunks = []\nwhile True:\n    chunks.append(bytearray(8 << 20))\n"
-        result, _ = run(backend, "python", code, memory=1 << 30)
+        with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(128 << 20))
+        proc = subprocess.run([sys.executable, "-c", OOM_SCRIPT, path, str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
     finally:
-        with open(os.path.join(original, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -483,5 +495,21 @@ def test_oom_killer_is_memory_limit(backend):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-    assert result.status is Status.MEMORY_LIMIT, result
-    assert result.signal == 9 and "out-of-memory killer" in result.message
+    assert proc.returncode == 0, proc.stderr
+    outcome = json.loads(proc.stdout.splitlines()[-1])
+    assert outcome["status"] == "memory_limit" and outcome["signal"] == 9, outcome
+    assert "out-of-memory killer" in outcome["message"]
+
+
+def test_run_dir_with_locked_subdirectories_is_removed(backend):
+    # A program may take away every permission from what it made; the engine still cleans up
+    # (no_leftovers checks the run dir is gone).
+    code = ('import os\nos.makedirs("locked/inner")\nopen("locked/inner/f", "w").write("x")\n'
+            'os.chmod("locked/inner", 0)\nos.chmod("locked", 0)\nprint("locked")\n')
+    result, timed = run(backend, "python", code)
+    assert result.status is Status.OK and text(timed) == "locked\n"
+
+
+def test_program_is_the_oom_killers_first_choice(backend):
+    result, timed = run(backend, "python", "print(open('/proc/self/oom_score_adj').read().strip())")
+    assert text(timed) == "1000\n"

@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -214,7 +215,10 @@ def _remove_tree(path: str) -> None:
         except FileNotFoundError:
             pass
 
-    shutil.rmtree(path, onerror=make_writable_and_retry)
+    if sys.version_info >= (3, 12):  # onerror is deprecated there; the handler is the same
+        shutil.rmtree(path, onexc=make_writable_and_retry)
+    else:
+        shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
 _swept_uids: set[int] = set()

@@ -183,6 +183,13 @@ int main(int argc, char **argv) {
     if (child == 0) {
         if (statsfd >= 0) close(statsfd);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* When memory runs out, the program is the out-of-memory killer's first choice, not
+         * the kernel, the notebook server or the engine. Best effort. */
+        int adj = open("/proc/self/oom_score_adj", O_WRONLY);
+        if (adj >= 0) {
+            if (write(adj, "1000", 4) < 0) {}
+            close(adj);
+        }
         for (int i = 0; i < nlimits; i++) {
             struct rlimit rl = {limits[i].soft, limits[i].hard};
             if (setrlimit(limits[i].res, &rl) < 0) die("setrlimit");
