@@ -12,13 +12,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import psutil
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
 from dcodex_kernel.kernelspec import install
 from dcodex_kernel.request import Limits
-from dcodex_kernel.sandbox.isolation import UID_BASE, UID_COUNT
 
 _root: str | None = None
 
@@ -37,8 +35,8 @@ def kernels_dir() -> str:
     return os.path.join(root(), "share", "jupyter", "kernels")
 
 
-def spec_manager() -> KernelSpecManager:
-    return KernelSpecManager(kernel_dirs=[kernels_dir()])
+def spec_manager(kernel_dirs: list[str] | None = None) -> KernelSpecManager:
+    return KernelSpecManager(kernel_dirs=kernel_dirs or [kernels_dir()])
 
 
 def kernel_env(extra: dict | None = None) -> dict:
@@ -55,10 +53,12 @@ def kernel_env(extra: dict | None = None) -> dict:
     return env
 
 
-def start_kernel(name: str, env: dict | None = None, *, channels: bool = True):
+def start_kernel(name: str, env: dict | None = None, *, channels: bool = True,
+                 kernel_dirs: list[str] | None = None):
     """→ (KernelManager, BlockingKernelClient) for a ready kernel (or, without `channels`, a
-    just-started kernel and a client that has not connected yet)."""
-    km = KernelManager(kernel_name=name, kernel_spec_manager=spec_manager(),
+    just-started kernel and a client that has not connected yet). `kernel_dirs`: look for the
+    kernelspec there instead of among the DCodeX ones."""
+    km = KernelManager(kernel_name=name, kernel_spec_manager=spec_manager(kernel_dirs),
                        connection_file=os.path.join(root(), f"kernel-{uuid.uuid4().hex}.json"))
     km.start_kernel(env=kernel_env(env))
     kc = km.client()
@@ -134,49 +134,3 @@ def collect(kc, msg_id: str, started: float, timeout: float = 30, on_output=None
         reply = kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
         if reply["parent_header"].get("msg_id") == msg_id:
             return Run(reply, outputs, started, idle_at)
-
-
-# -- leftovers ------------------------------------------------------------------------------------
-
-def live(processes) -> list:
-    alive = []
-    for p in processes:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
-def descendants(pid: int) -> list:
-    try:
-        return live(psutil.Process(pid).children(recursive=True))
-    except psutil.NoSuchProcess:
-        return []
-
-
-def stray_sandbox_processes() -> list:
-    """Processes running as a sandbox uid (the engine gives each run one when it is root) that
-    no launcher owns any more: what a run would leave behind. Runs of other engines on the
-    machine still sit under their own `dcodex-launch` and are not counted."""
-    stray = []
-    for p in psutil.process_iter(["uids"]):
-        try:
-            uid = p.info["uids"].real
-            if not UID_BASE <= uid < UID_BASE + UID_COUNT or p.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if not any(a.name().startswith("dcodex-launch") for a in p.parents()):
-                stray.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, TypeError):
-            pass
-    return stray
-
-
-def wait_until(predicate, timeout: float = 3.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)

@@ -30,14 +30,54 @@ def sandbox_processes(since: float = 0.0) -> list[psutil.Process]:
             uids = p.info["uids"]
             if uids and UID_BASE <= uids.real < UID_BASE + UID_COUNT and p.info["create_time"] >= since:
                 found[p.pid] = p
-    return [p for p in found.values() if _alive(p)]
+    return [p for p in found.values() if alive(p)]
 
 
-def _alive(p: psutil.Process) -> bool:
+def alive(p: psutil.Process) -> bool:
+    """Running and not a zombie (a zombie is dead, only not reaped yet)."""
     try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return [p for p in psutil.Process(pid).children(recursive=True) if alive(p)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def is_sandbox_uid(p: psutil.Process) -> bool:
+    try:
+        return UID_BASE <= p.uids().real < UID_BASE + UID_COUNT
+    except psutil.Error:
+        return False
+
+
+def orphaned_sandbox_processes() -> list[psutil.Process]:
+    """Processes running as a sandbox uid that no launcher supervises any more: what a run would
+    leave behind, whoever ran it. Runs of other engines on this machine still sit under their
+    own `dcodex-launch` and are not counted."""
+    orphans = []
+    for p in psutil.process_iter():
+        try:
+            if is_sandbox_uid(p) and alive(p) and \
+                    not any(a.name().startswith("dcodex-launch") for a in p.parents()):
+                orphans.append(p)
+        except psutil.Error:
+            pass
+    return orphans
+
+
+def wait_until(predicate, timeout: float = 3.0, interval: float = 0.02):
+    """predicate()'s first true value within `timeout` seconds, else its last (false) value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
 
 
 def run_dirs() -> set[str]:
@@ -47,13 +87,8 @@ def run_dirs() -> set[str]:
 def wait_until_clean(before_dirs: set[str], since: float = 0.0, timeout: float = 5.0) -> tuple[list, set]:
     """What runs started after `since` left behind, after giving concurrent runs (other test
     processes on this machine) time to end: a leak persists, a neighbour's run does not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        procs = sandbox_processes(since)
-        dirs = run_dirs() - before_dirs
-        if (not procs and not dirs) or time.monotonic() > deadline:
-            return procs, dirs
-        time.sleep(0.05)
+    clean = wait_until(lambda: not sandbox_processes(since) and not (run_dirs() - before_dirs), timeout)
+    return ([], set()) if clean else (sandbox_processes(since), run_dirs() - before_dirs)
 
 
 class PidsCgroup:
@@ -82,12 +117,10 @@ class PidsCgroup:
         procs = []
         for pid in pids:
             try:
-                p = psutil.Process(pid)
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    procs.append(p)
+                procs.append(psutil.Process(pid))
             except psutil.NoSuchProcess:
                 pass
-        return procs
+        return [p for p in procs if alive(p)]
 
     def cap_hits(self) -> int:
         """How often a fork failed because of this cgroup's cap (the sandbox's own limit did not hold)."""

@@ -27,7 +27,7 @@ from dcodex_kernel.events import Status, collect
 from dcodex_kernel.options import parse_header, request_from
 from dcodex_kernel.request import Language, Limits
 
-from .support import PidsCgroup, run_dirs, wait_until_clean
+from .support import PidsCgroup, alive, run_dirs, wait_until, wait_until_clean
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LANGUAGE_DIRS = {"c": ".c", "cpp": ".cpp", "python": ".py"}
@@ -95,22 +95,11 @@ class Containment:
         return self.cgroup.processes()
 
     def wait_for_no_processes(self, timeout: float = 3.0) -> list[psutil.Process]:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = [p for p in self.run_processes() if _alive(p)]
-            if not left or time.monotonic() > deadline:
-                return left
-            time.sleep(0.02)
+        wait_until(lambda: not [p for p in self.run_processes() if alive(p)], timeout)
+        return [p for p in self.run_processes() if alive(p)]
 
     def cap_hits(self) -> int:
         return self.cgroup.cap_hits() if self.cgroup else 0
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _describe(procs) -> list:

@@ -21,8 +21,8 @@ from dcodex_kernel.kernel import Cell, parse_cell
 from dcodex_kernel.options import OptionError
 from dcodex_kernel.request import Language
 
-from .kernel_support import (descendants, execute, collect, start_kernel, stop_kernel,
-                            stray_sandbox_processes, wait_until, kernels_dir)
+from .kernel_support import execute, collect, start_kernel, stop_kernel, kernels_dir
+from .support import alive, descendants, orphaned_sandbox_processes, wait_until
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[mK]")
 
@@ -310,7 +310,7 @@ def test_interrupt_stops_the_program_and_the_kernel_survives(kernels, name, code
     assert run.result["status"] == "cancelled"
     assert "interrupted" in ANSI.sub("", "\n".join(error["traceback"])).lower()
     assert wait_until(lambda: not descendants(kernel_pid), 2), descendants(kernel_pid)
-    assert stray_sandbox_processes() == []
+    assert orphaned_sandbox_processes() == []
     # Still alive and usable.
     assert execute(kc, HELLO[name]).text() == "hello\n"
 
@@ -357,9 +357,9 @@ def test_shutdown_and_restart_leave_nothing_behind(how):
         else:
             km.restart_kernel(now=(how == "restart-now"))
         assert time.monotonic() - started < 3  # no waiting out a timeout
-        assert wait_until(lambda: not _alive(kernel), 3)
-        assert wait_until(lambda: not [p for p in running if _alive(p)], 3), running
-        assert stray_sandbox_processes() == []
+        assert wait_until(lambda: not alive(kernel), 3)
+        assert wait_until(lambda: not [p for p in running if alive(p)], 3), running
+        assert orphaned_sandbox_processes() == []
         if how != "shutdown":
             kc.wait_for_ready(timeout=30)
             assert execute(kc, HELLO["dcodex-c"]).text() == "hello\n"
@@ -367,13 +367,6 @@ def test_shutdown_and_restart_leave_nothing_behind(how):
         kc.stop_channels()
         if km.has_kernel:
             km.shutdown_kernel(now=True)
-
-
-def _alive(p) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 # -- editing help -------------------------------------------------------------------------------

@@ -15,14 +15,14 @@ import psutil
 import pytest
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import get_ipython
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 from traitlets.config import Config
 
 from dcodex_kernel.events import Result, Status
 from dcodex_kernel.magics import DCodeXError, DCodeXInterrupt, DCodeXMagics
 
-SANDBOX_UIDS = range(61000, 61256)  # as root the engine runs each program as one of these
+from .kernel_support import collect, execute, start_kernel, stop_kernel
+from .support import alive, descendants, is_sandbox_uid, orphaned_sandbox_processes, wait_until
+
 ANSI = re.compile(r"\x1b\[[0-9;]*[mK]")
 
 # Prints, sleeps 1 s, prints: the first line must be seen long before the program ends.
@@ -43,42 +43,9 @@ SLEEP_PY = 'import time\nprint("started", flush=True)\ntime.sleep(30)\n'
 
 # ---- helpers -----------------------------------------------------------------------------
 
-def sandbox_processes(root: psutil.Process | None = None) -> list[psutil.Process]:
-    """Processes running as a sandbox uid (below `root` if given)."""
-    procs = root.children(recursive=True) if root else psutil.process_iter()
-    found = []
-    for p in procs:
-        try:
-            uids = p.uids()
-        except psutil.Error:
-            continue
-        if uids.real in SANDBOX_UIDS or uids.effective in SANDBOX_UIDS:
-            found.append(p)
-    return found
-
-
-def orphaned_sandbox_processes() -> list[psutil.Process]:
-    """Sandbox-uid processes that no engine is supervising any more (no `dcodex-launch`
-    ancestor): leaked ones, whoever ran them. Runs of other test sessions on this machine are
-    still below their launcher and are not counted."""
-    orphans = []
-    for p in sandbox_processes():
-        try:
-            if not any(a.name().startswith("dcodex-launch") for a in p.parents()):
-                orphans.append(p)
-        except psutil.Error:
-            pass
-    return orphans
-
-
-def wait_until(predicate, timeout: float, step: float = 0.01) -> float | None:
-    """Seconds until predicate() held, or None if it never did within timeout."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(step)
-    return None
+def programs_below(pid: int) -> list[psutil.Process]:
+    """Live processes below `pid` running as a sandbox uid: the programs of its runs."""
+    return [p for p in descendants(pid) if is_sandbox_uid(p)]
 
 
 class Recorder:
@@ -145,7 +112,7 @@ def strays() -> list[psutil.Process]:
 @pytest.fixture(autouse=True)
 def nothing_left_behind():
     yield
-    assert wait_until(lambda: not strays(), 2) is not None, strays()
+    assert wait_until(lambda: not strays(), 2), strays()
 
 
 def cell(ip, line, body=""):
@@ -385,7 +352,7 @@ def test_describe(ip, capsys):
 
 
 def test_ctrl_c_stops_the_program_at_once(ip, capsys):
-    me = psutil.Process()
+    me = os.getpid()
     fired = {}
 
     def interrupt():
@@ -393,7 +360,7 @@ def test_ctrl_c_stops_the_program_at_once(ip, capsys):
         os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in a terminal IPython does
 
     def interrupt_once_running():
-        if wait_until(lambda: sandbox_processes(me), 10) is not None:
+        if wait_until(lambda: programs_below(me), 10):
             time.sleep(0.3)
             interrupt()
 
@@ -405,7 +372,7 @@ def test_ctrl_c_stops_the_program_at_once(ip, capsys):
     assert isinstance(r.error_in_exec, KeyboardInterrupt) and isinstance(r.error_in_exec, DCodeXInterrupt)
     assert ended - fired["at"] < 0.5
     assert ip.user_ns["res"].status is Status.CANCELLED and ip.user_ns["res"].stdout == "started\n"
-    assert not sandbox_processes(me)
+    assert not programs_below(me)
     out = capsys.readouterr().out
     assert "[dcodex] cancelled: Interrupted" in out and "KeyboardInterrupt: the program was stopped" in out
     assert cell(ip, "py --quiet", "print(1)").success  # the shell carries on
@@ -429,120 +396,88 @@ def kernel(tmp_path_factory):
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "magics test", "language": "python", "interrupt_mode": "signal",
     }))
-    km = KernelManager(kernel_name="magics-test",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)]))
-    km.start_kernel(env={**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))})
-    kc = km.client()
-    kc.start_channels()
+    km, kc = start_kernel("magics-test", kernel_dirs=[str(specs)])
     try:
-        kc.wait_for_ready(timeout=60)
-        reply, _ = execute(kc, "%load_ext dcodex_kernel")
-        assert reply["content"]["status"] == "ok", reply
+        run = execute(kc, "%load_ext dcodex_kernel")
+        assert run.status == "ok", run.reply
         yield km, kc
     finally:
         pid = km.provisioner.process.pid
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        assert psutil.Process().children(recursive=True) == []
-        assert wait_until(lambda: not orphaned_sandbox_processes(), 3) is not None, orphaned_sandbox_processes()
-
-
-def execute(kc, code, timeout=30):
-    """(execute_reply, [iopub messages of this request])."""
-    msg_id = kc.execute(code)
-    messages = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        messages.append(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-    while True:
-        reply = kc.get_shell_msg(timeout=timeout)
-        if reply["parent_header"].get("msg_id") == msg_id:
-            return reply, messages
-
-
-def streams(messages, name=None):
-    return [m for m in messages if m["msg_type"] == "stream" and name in (None, m["content"]["name"])]
+        stop_kernel(km, kc)
+        assert not psutil.pid_exists(pid) or not alive(psutil.Process(pid))
+        assert descendants(os.getpid()) == []
+        assert wait_until(lambda: not orphaned_sandbox_processes(), 3), orphaned_sandbox_processes()
 
 
 def test_kernel_streams_live(kernel):
     _, kc = kernel
-    reply, messages = execute(kc, f"%%dcodex c\n{STREAM_C}")
-    assert reply["content"]["status"] == "ok"
-    out = streams(messages, "stdout")
-    assert "".join(m["content"]["text"] for m in out) == "first\nsecond\n"
-    first = next(m for m in out if "first" in m["content"]["text"])
-    # Kernel-side timestamps: the first line left the kernel a second before the reply did.
-    lead = (reply["header"]["date"] - first["header"]["date"]).total_seconds()
-    assert lead > 0.8, f"first line sent only {lead:.2f} s before the reply"
-    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
-    assert result["content"]["data"]["text/plain"].startswith("[dcodex] ok (")
+    run = execute(kc, f"%%dcodex c\n{STREAM_C}")
+    assert run.status == "ok"
+    assert run.text("stdout") == "first\nsecond\n"
+    first = next(at for at, kind, c in run.outputs if kind == "stream" and "first" in c["text"])
+    assert run.idle_at - first > 0.8, f"first line only {run.idle_at - first:.2f} s before the end"
+    (result,) = [c for _, kind, c in run.outputs if kind == "execute_result"]
+    assert result["data"]["text/plain"].startswith("[dcodex] ok (")
 
 
 def test_kernel_failure_is_one_clean_error(kernel):
     _, kc = kernel
-    reply, messages = execute(kc, "%%dcodex c\n#include <stdio.h>\nint main(void) { puts(\"partial\"); return 2; }")
-    assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] == "DCodeXError"
-    assert reply["content"]["evalue"] == "runtime_error: Exited with status 2"
-    (error,) = [m for m in messages if m["msg_type"] == "error"]
-    assert error["content"]["traceback"] == ["DCodeXError: runtime_error: Exited with status 2"]
-    assert "".join(m["content"]["text"] for m in streams(messages, "stdout")) == "partial\n"
+    run = execute(kc, "%%dcodex c\n#include <stdio.h>\nint main(void) { puts(\"partial\"); return 2; }")
+    assert run.status == "error"
+    assert run.reply["content"]["ename"] == "DCodeXError"
+    assert run.reply["content"]["evalue"] == "runtime_error: Exited with status 2"
+    (error,) = run.errors
+    assert error["traceback"] == ["DCodeXError: runtime_error: Exited with status 2"]
+    assert run.text("stdout") == "partial\n"
 
-    reply, messages = execute(kc, "%%dcodex cpp\nint main() { return x; }")
-    assert reply["content"]["evalue"].startswith("compile_error: main.cpp:1:21: error:")
-    diagnostics = ANSI.sub("", "".join(m["content"]["text"] for m in streams(messages, "stderr")))
+    run = execute(kc, "%%dcodex cpp\nint main() { return x; }")
+    assert run.reply["content"]["evalue"].startswith("compile_error: main.cpp:1:21: error:")
+    diagnostics = ANSI.sub("", run.text("stderr"))
     assert "main.cpp:1:21: error:" in diagnostics and "return x;" in diagnostics
 
 
 def test_kernel_bad_options_run_nothing(kernel):
     _, kc = kernel
-    reply, messages = execute(kc, "%%dcodex c --timeout never\nint main(void) { return 0; }")
-    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "UsageError"
-    assert "invalid duration 'never'" in reply["content"]["evalue"]
+    run = execute(kc, "%%dcodex c --timeout never\nint main(void) { return 0; }")
+    assert run.status == "error" and run.reply["content"]["ename"] == "UsageError"
+    assert "invalid duration 'never'" in run.reply["content"]["evalue"]
     # IPython shows a UsageError as text on stderr (no traceback); nothing ran, so nothing else.
-    assert not [m for m in messages if m["msg_type"] == "execute_result"] and not streams(messages, "stdout")
-    assert "UsageError: %%dcodex: argument --timeout" in "".join(m["content"]["text"] for m in streams(messages))
+    assert "execute_result" not in run.kinds and run.text("stdout") == ""
+    assert "UsageError: %%dcodex: argument --timeout" in run.text()
 
 
 def test_kernel_out_stdin_var_and_config(kernel):
     _, kc = kernel
-    reply, _ = execute(kc, "data = b'21'\n%config DCodeXMagics.timeout = 3\nn = 2")
-    assert reply["content"]["status"] == "ok"
-    reply, messages = execute(kc, "%%dcodex python --stdin-var data --out res --args {n}\n"
-                                  "import sys; print(int(sys.stdin.read()) * int(sys.argv[1]))")
-    assert reply["content"]["status"] == "ok"
-    reply, messages = execute(kc, "print(res.stdout, res.status.value)\n%dcodex config")
-    text = "".join(m["content"]["text"] for m in streams(messages, "stdout"))
+    run = execute(kc, "data = b'21'\n%config DCodeXMagics.timeout = 3\nn = 2")
+    assert run.status == "ok"
+    run = execute(kc, "%%dcodex python --stdin-var data --out res --args {n}\n"
+                      "import sys; print(int(sys.stdin.read()) * int(sys.argv[1]))")
+    assert run.status == "ok"
+    text = execute(kc, "print(res.stdout, res.status.value)\n%dcodex config").text("stdout")
     assert "42\n ok" in text and "wall 3 s" in text
 
 
 def test_kernel_interrupt_kills_the_program(kernel):
     km, kc = kernel
-    kernel_proc = psutil.Process(km.provisioner.process.pid)
+    kernel_pid = km.provisioner.process.pid
+    started = time.monotonic()
     msg_id = kc.execute(f"%%dcodex python --timeout 60\n{SLEEP_PY}")
     while True:  # wait for the program to say it started
         msg = kc.get_iopub_msg(timeout=30)
         if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
             assert "started" in msg["content"]["text"]
             break
-    programs = sandbox_processes(kernel_proc)
+    programs = programs_below(kernel_pid)
     assert programs, "the program should be running as a sandbox uid"
+    interrupted = time.monotonic()
     km.interrupt_kernel()
-    took = wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-                                      for p in programs), 5, step=0.005)
-    assert took is not None and took < 0.5, f"program still there {took} s after the interrupt"
-    reply = kc.get_shell_msg(timeout=10)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=10)
-    assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] == "DCodeXInterrupt"
-    assert kernel_proc.is_running()
-    assert not sandbox_processes(kernel_proc)
-    reply, messages = execute(kc, "%%dcodex py --quiet\nprint('alive')")  # the kernel carries on
-    assert reply["content"]["status"] == "ok"
-    assert "".join(m["content"]["text"] for m in streams(messages, "stdout")) == "alive\n"
+    gone = wait_until(lambda: not [p for p in programs if alive(p)], 5, interval=0.005)
+    took = time.monotonic() - interrupted
+    assert gone and took < 0.5, f"program still there {took:.2f} s after the interrupt"
+    run = collect(kc, msg_id, started)
+    assert run.status == "error"
+    assert run.reply["content"]["ename"] == "DCodeXInterrupt"
+    assert psutil.Process(kernel_pid).is_running()
+    assert not programs_below(kernel_pid)
+    run = execute(kc, "%%dcodex py --quiet\nprint('alive')")  # the kernel carries on
+    assert run.status == "ok" and run.text("stdout") == "alive\n"
