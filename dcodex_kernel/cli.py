@@ -12,7 +12,7 @@ from . import __version__
 from .backends import get_backend
 from .cancel import CancelToken
 from .info import describe
-from .events import Output, Result, Status
+from .events import Result, Status
 from .options import OptionError, add_run_options, join_flag_values, parse_words, request_from
 from .request import Language, Limits
 

@@ -139,19 +139,15 @@ def language_version(language: Language) -> str:
         return "3"
 
 
-@functools.lru_cache(maxsize=None)
 def toolchain(language: Language) -> str:
-    """`gcc 12.2.0` or `Python 3.11.2`: for the banner."""
-    from .languages import recipe
+    """`gcc (Debian 12.2.0-14+deb12u1) 12.2.0` or `Python 3.11.2`: for the banner."""
+    from .languages import compiler_banner, recipe
 
     rec = recipe(language)
     if not rec.compiles:
         return f"Python {language_version(language)}"
     try:
-        exe = rec.compiler()[0]
-        version = subprocess.run([exe, "-dumpfullversion"], capture_output=True, text=True,
-                                 timeout=10).stdout.strip()
-        return f"{os.path.basename(exe)} {version}".strip()
+        return compiler_banner(rec.compiler()[0])  # the same (memoized) call the build cache keys on
     except (OSError, subprocess.SubprocessError) as e:
         return f"no compiler ({e})"
 

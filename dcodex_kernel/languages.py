@@ -75,11 +75,16 @@ def recipe(language: Language) -> Recipe:
 
 
 @functools.lru_cache(maxsize=None)
+def compiler_banner(exe: str) -> str:
+    """The first line of `exe --version`, e.g. 'gcc (Debian 12.2.0-14+deb12u1) 12.2.0'."""
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
+    return out.splitlines()[0] if out else ""
+
+
 def compiler_identity(exe: str) -> str:
-    """What makes two compilers produce different programs: path, version banner, binary."""
+    """What makes two compilers produce different programs: path, binary, version banner."""
     st = os.stat(exe)
-    banner = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    return f"{exe}\0{st.st_size}\0{st.st_mtime_ns}\0{banner.splitlines()[0] if banner else ''}"
+    return f"{exe}\0{st.st_size}\0{st.st_mtime_ns}\0{compiler_banner(exe)}"
 
 
 def python_interpreter(sandbox_uid: int | None = None) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from dataclasses import replace
 from typing import Iterator
 
@@ -85,9 +84,7 @@ class LocalBackend:
             return
         try:
             result = yield from self._build_and_run(request, caps, workspace, cancel)
-        except GeneratorExit:
-            raise
-        except Exception as e:
+        except Exception as e:  # (GeneratorExit, a client gone, is not one: it passes through)
             log.exception("run failed")
             result = Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
         finally:
@@ -175,6 +172,6 @@ def _validate(request: Request) -> str | None:
     if "\0" in request.code:
         return "source contains a NUL byte"
     for flag in (*request.cflags, *request.ldflags):
-        if flag in ("-o",) or flag.startswith("-o"):
+        if flag.startswith("-o"):  # -o and -oFILE
             return f"flag {flag!r} is not allowed (DCodeX names the output itself)"
     return None
