@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from dcodex_kernel.backends.local import LocalBackend  # noqa: E402
 from dcodex_kernel.build_cache import BuildCache  # noqa: E402
 from dcodex_kernel.events import collect  # noqa: E402
-from dcodex_kernel.languages import python_interpreter, recipe  # noqa: E402
+from dcodex_kernel.languages import recipe  # noqa: E402
 from dcodex_kernel.request import Language, Request  # noqa: E402
 from dcodex_kernel.sandbox import isolation  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
                 run()  # fills the cache
                 assert run().cached
             else:
-                floor_cmd = [python_interpreter(isolation.UID_BASE if caps.root else None),
+                floor_cmd = [caps.python(),
                              "-I", "-u", "-B", src]
                 floor_name = "bare interpreter"
                 cold = None

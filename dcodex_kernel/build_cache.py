@@ -40,26 +40,37 @@ class BuildCache:
         env_max = os.environ.get("DCODEX_CACHE_MAX_BYTES")
         self.max_bytes = max_bytes or (int(env_max) if env_max else DEFAULT_MAX_BYTES)
 
-    def fetch(self, key: str, dest: str) -> str | None:
-        """Copy the cached program for `key` to `dest` and return the compiler's diagnostics
-        ("" if it said nothing); None on a miss."""
+    def fetch(self, key: str) -> tuple[int, str] | None:
+        """(an open read-only fd of the cached program for `key`, the compiler's diagnostics
+        ("" if it said nothing)), or None on a miss. The caller closes the fd."""
         entry = self.root / key
         try:
-            shutil.copyfile(entry / PROGRAM, dest)
-            diagnostics = (entry / DIAGNOSTICS).read_text(encoding="utf-8")
+            fd = os.open(entry / PROGRAM, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):  # never stored, or evicted just now
             return None
-        os.chmod(dest, 0o755)
+        try:
+            diagnostics = (entry / DIAGNOSTICS).read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            os.close(fd)
+            return None
         try:
             os.utime(entry)  # LRU: a hit makes the entry young again
         except FileNotFoundError:
             pass
-        return diagnostics
+        return fd, diagnostics
 
-    def store(self, key: str, program: str, diagnostics: str = "") -> None:
+    def store(self, key: str, program_fd: int, diagnostics: str = "") -> None:
+        """Store the program readable from `program_fd` (read from its start)."""
         tmp = tempfile.mkdtemp(dir=self.root, prefix=".tmp-")
         try:
-            shutil.copyfile(program, os.path.join(tmp, PROGRAM))
+            with open(os.path.join(tmp, PROGRAM), "wb") as out:
+                size = os.fstat(program_fd).st_size
+                offset = 0
+                while offset < size:
+                    sent = os.sendfile(out.fileno(), program_fd, offset, size - offset)
+                    if not sent:
+                        break
+                    offset += sent
             with open(os.path.join(tmp, DIAGNOSTICS), "w", encoding="utf-8") as f:
                 f.write(diagnostics)
             os.chmod(tmp, 0o700)

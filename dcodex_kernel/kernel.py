@@ -121,7 +121,7 @@ def parse_cell(text: str, default: Language) -> Cell:
 
 @functools.lru_cache(maxsize=None)
 def language_version(language: Language) -> str:
-    from .languages import python_interpreter, recipe
+    from .languages import recipe
     from .sandbox import isolation
 
     rec = recipe(language)
@@ -129,8 +129,8 @@ def language_version(language: Language) -> str:
         std = next((f for f in rec.default_flags if f.startswith("-std=")), "")
         return re.sub(r"\D", "", std) or ""
     try:
-        exe = python_interpreter(isolation.UID_BASE if os.geteuid() == 0 else None)
-        if exe == os.path.realpath(sys.executable):
+        exe = isolation.detect().python()
+        if exe == os.path.abspath(sys.executable):
             return ".".join(map(str, sys.version_info[:3]))
         out = subprocess.run([exe, "-c", "import platform; print(platform.python_version())"],
                              capture_output=True, text=True, timeout=10)

@@ -42,11 +42,11 @@ class Recipe:
         return [*self.compiler(), *self.default_flags, color_flag, *cflags,
                 self.source_file, LINEBUF_FILE, "-o", PROGRAM, *ldflags]
 
-    def run_argv(self, args=(), *, sandbox_uid: int | None = None) -> list[str]:
+    def run_argv(self, args=(), *, python: str = "") -> list[str]:
         if self.compiles:
             return [f"./{PROGRAM}", *args]
         # -I: ignore PYTHON* variables, user site and the script's dir; -u: unbuffered; -B: no .pyc
-        return [python_interpreter(sandbox_uid), "-I", "-u", "-B", self.source_file, *args]
+        return [python, "-I", "-u", "-B", self.source_file, *args]
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,16 +87,24 @@ def compiler_identity(exe: str) -> str:
     return f"{exe}\0{st.st_size}\0{st.st_mtime_ns}\0{compiler_banner(exe)}"
 
 
-def python_interpreter(sandbox_uid: int | None = None) -> str:
-    """The engine's own interpreter, unless the sandbox's uid cannot reach it (e.g. it lives
-    under a 0700 /root): then the system interpreter of the same version, else any python3."""
-    return _python_interpreter(sandbox_uid is not None)
+def python_interpreter(*, confined: bool = False, other_uid: bool = False) -> str:
+    """The interpreter Python programs run with: $DCODEX_PYTHON if set, else the engine's own
+    (its venv included, so packages installed next to the kernel import in a cell). Without a
+    confined filesystem, a sandbox uid (`other_uid`) may not reach it (e.g. under a 0700 /root):
+    then the system interpreter of the same version, else any python3."""
+    return _python_interpreter(confined, other_uid, os.environ.get("DCODEX_PYTHON", ""))
 
 
-@functools.lru_cache(maxsize=2)
-def _python_interpreter(other_uid: bool) -> str:
-    own = os.path.realpath(sys.executable)
-    if not other_uid or (_world_reachable(own) and _world_reachable(sys.base_prefix)):
+@functools.lru_cache(maxsize=4)
+def _python_interpreter(confined: bool, other_uid: bool, chosen: str) -> str:
+    if chosen:
+        exe = shutil.which(chosen)
+        if exe is None:
+            raise FileNotFoundError(f"DCODEX_PYTHON={chosen!r} is not an interpreter found on PATH")
+        return os.path.abspath(exe)
+    # Not realpath: a venv's python is a link, and the venv is found through the link's path.
+    own = os.path.abspath(sys.executable)
+    if confined or not other_uid or (_world_reachable(os.path.realpath(own)) and _world_reachable(sys.base_prefix)):
         return own
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}",

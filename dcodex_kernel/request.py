@@ -94,6 +94,9 @@ class Limits:
     processes: int = 64  # processes/threads of the run's user
     file_size: int = 64 << 20  # largest file the program may write, bytes
     open_files: int = 256
+    # Bytes of the run's writable places together (its directory, /tmp, /dev/shm: one
+    # size-bounded tmpfs where the sandbox has a mount namespace); inodes scale with it.
+    disk: int = 64 << 20
 
     def __post_init__(self):
         for f in fields(self):
@@ -127,13 +130,15 @@ class Limits:
         return (
             f"wall {self.wall_s:g} s, cpu {self.cpu_s:g} s, memory {format_size(self.memory)}, "
             f"output {format_size(self.output)}, processes {self.processes}, "
-            f"file size {format_size(self.file_size)}, open files {self.open_files}"
+            f"file size {format_size(self.file_size)}, open files {self.open_files}, "
+            f"disk {format_size(self.disk)}"
         )
 
 
 # Compilers are trusted more than programs, but `#include "/dev/urandom"` and template bombs are
 # hostile input too: bounded, just more loosely.
-COMPILE_LIMITS = Limits(cpu_s=30.0, wall_s=60.0, memory=2 << 30, output=1 << 20, processes=64)
+COMPILE_LIMITS = Limits(cpu_s=30.0, wall_s=60.0, memory=2 << 30, output=1 << 20, processes=64,
+                        disk=512 << 20)
 
 
 @dataclass(frozen=True)

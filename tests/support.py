@@ -111,9 +111,16 @@ class PidsCgroup:
         return os.geteuid() == 0 and os.access(PIDS_ROOT, os.W_OK)
 
     def processes(self) -> list[psutil.Process]:
-        """Live processes in the cgroup other than this test process."""
-        with open(os.path.join(self.path, "cgroup.procs")) as f:
-            pids = {int(line) for line in f if line.strip()} - {os.getpid()}
+        """Live processes in the cgroup and the groups below it (the engine makes one per run)
+        other than this test process."""
+        pids = set()
+        for top, _dirs, _files in os.walk(self.path):
+            try:
+                with open(os.path.join(top, "cgroup.procs")) as f:
+                    pids |= {int(line) for line in f if line.strip()}
+            except FileNotFoundError:  # a run's group removed while we walk
+                pass
+        pids.discard(os.getpid())
         procs = []
         for pid in pids:
             try:

@@ -165,7 +165,8 @@ def test_example(example: Example, engine: LocalBackend, containment: Containmen
                     cwd = p.cwd()
                 except psutil.Error:
                     continue
-                if os.path.basename(cwd).startswith("dcodex-run-"):
+                # The host-side run dir, or /box: the run's own tmpfs, seen from inside it.
+                if os.path.basename(cwd).startswith("dcodex-run-") or cwd == "/box":
                     seen_dirs.add(cwd)
 
     hits_before = containment.cap_hits()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -11,7 +12,7 @@ from typing import Iterator
 from ..build_cache import BuildCache, cache_key
 from ..cancel import CancelToken
 from ..events import Event, Output, Result, Status
-from ..languages import LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, python_interpreter, recipe
+from ..languages import LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, recipe
 from ..request import Request
 from ..sandbox import isolation
 from ..sandbox.outcome import classify
@@ -20,25 +21,35 @@ from ..sandbox.process import run_process
 log = logging.getLogger(__name__)
 
 MAX_SOURCE_BYTES = 1 << 20
+CONFINED_WORKDIR = "/box"  # the program's work dir inside a confined filesystem
 _ERROR_LINE = re.compile(r"^.*\berror\b.*$", re.MULTILINE)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[mK]")
 
 
-def sandbox_env(workdir: str) -> dict[str, str]:
-    """The whole environment a program sees: nothing of the engine's leaks in."""
+def sandbox_env(workdir: str | None) -> dict[str, str]:
+    """The whole environment a program sees: nothing of the engine's leaks in. `workdir` is the
+    host-side work dir where the filesystem is not confined (None: the run's own /box and /tmp)."""
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": workdir,
-        "TMPDIR": workdir,
+        "HOME": workdir or CONFINED_WORKDIR,
+        "TMPDIR": workdir or "/tmp",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
     }
 
 
+def strict_from_env(environ=None) -> bool:
+    value = (os.environ if environ is None else environ).get("DCODEX_STRICT", "")
+    return value.strip().lower() in ("1", "yes", "true", "on")
+
+
 class LocalBackend:
-    def __init__(self, cache: BuildCache | None = None, caps: isolation.Capabilities | None = None):
+    def __init__(self, cache: BuildCache | None = None, caps: isolation.Capabilities | None = None,
+                 strict: bool | None = None):
         self._cache = cache
         self._caps = caps  # None: what this machine allows (detected once)
+        # Strict: refuse to run when a confinement layer is missing ($DCODEX_STRICT by default).
+        self.strict = strict_from_env() if strict is None else strict
 
     @property
     def caps(self) -> isolation.Capabilities:
@@ -56,6 +67,9 @@ class LocalBackend:
             "backend": "local",
             "isolation": list(caps.layers()),
             "degraded": list(caps.missing()),
+            "accounting": caps.accounting(),
+            "strict": self.strict,
+            "visible_to_programs": list(caps.binds) if caps.filesystem else ["everything your user can read"],
             "build_cache": str(self.cache.root),
         }
         for lang in ("c", "cpp"):
@@ -64,7 +78,7 @@ class LocalBackend:
             except FileNotFoundError as e:
                 info[f"{lang}_compiler"] = f"missing ({e})"
         try:
-            info["python"] = python_interpreter(isolation.UID_BASE if caps.root else None)
+            info["python"] = caps.python()
         except FileNotFoundError as e:
             info["python"] = f"missing ({e})"
         return info
@@ -74,6 +88,12 @@ class LocalBackend:
         if problem:
             yield Result(Status.REJECTED, problem)
             return
+        if self.strict:
+            problems = self.caps.strict_problems()
+            if problems:
+                yield Result(Status.REJECTED, "strict mode: this machine lacks the sandbox layer(s) "
+                             f"{', '.join(problems)}; see `dcodex doctor`")
+                return
         try:
             caps = self.caps
             workspace = isolation.Workspace(caps)
@@ -93,25 +113,34 @@ class LocalBackend:
 
     def _build_and_run(self, request, caps, ws, cancel):
         rec = recipe(request.language)
-        with open(os.path.join(ws.path, rec.source_file), "w", encoding="utf-8") as f:
-            f.write(request.code)
-        env = sandbox_env(ws.path)
-        cached = False
-        if rec.compiles:
-            failed, cached = yield from self._build(rec, request, caps, ws, env, cancel)
-            if failed:
-                return failed
-        argv = rec.run_argv(request.args, sandbox_uid=ws.uid)
-        exit = yield from run_process(argv, workspace=ws, caps=caps, env=env, limits=request.limits,
-                                      stdin=request.stdin, cancel=cancel, phase="run")
+        env = sandbox_env(ws.workdir)
+        with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source:
+            sources = ((rec.source_file, source, 0o644),)
+            cached = False
+            if rec.compiles:
+                program, failed, cached = yield from self._build(rec, request, caps, ws, env, sources, cancel)
+                if failed:
+                    return failed
+                argv = rec.run_argv(request.args)
+                inputs = ((PROGRAM, program, 0o755),)
+            else:
+                argv = rec.run_argv(request.args, python=caps.python())
+                inputs, program = sources, None
+            try:
+                exit = yield from run_process(argv, workspace=ws, caps=caps, env=env,
+                                              limits=request.limits, stdin=request.stdin,
+                                              cancel=cancel, phase="run", inputs=inputs)
+            finally:
+                if program is not None:
+                    os.close(program)
         status, message, code, sig = classify(exit, request.limits)
         return Result(status, message, exit_code=code, signal=sig, cpu_s=exit.cpu_s,
                       wall_s=exit.wall_s, peak_memory=exit.peak_memory, truncated=exit.truncated,
                       cached=cached)
 
-    def _build(self, rec, request, caps, ws, env, cancel):
-        """Put the compiled program in the run dir, from the cache or the compiler (in the
-        sandbox). Returns (Result if the build failed else None, whether it came from the cache)."""
+    def _build(self, rec, request, caps, ws, env, sources, cancel):
+        """The compiled program, from the cache or the compiler (in the sandbox). Returns
+        (an open fd of the program, the Result if the build failed, whether it was cached)."""
         argv = rec.compile_argv(request.cflags, request.ldflags, request.color)
         linebuf = linebuf_source()
         key = cache_key(
@@ -119,29 +148,56 @@ class LocalBackend:
             "\0".join(a for a in argv if not a.startswith("-fdiagnostics-color")),
             request.code, linebuf,
         )
-        program = os.path.join(ws.path, PROGRAM)
-        replay = self.cache.fetch(key, program) if request.cache else None
-        if replay is not None:
+        hit = self.cache.fetch(key) if request.cache else None
+        if hit is not None:
+            program, replay = hit
             if replay:  # the warnings of the build that made this program
                 yield Output("stderr", replay if request.color else _ANSI.sub("", replay), "compile")
-            return None, True
-        with open(os.path.join(ws.path, LINEBUF_FILE), "wb") as f:
-            f.write(linebuf)
+            return program, None, True
         diagnostics = []
-        exit = yield from _tee(
-            run_process(argv, workspace=ws, caps=caps, env=env, limits=request.compile_limits,
-                        cancel=cancel, phase="compile"),
-            diagnostics)
-        status, message, code, sig = classify(exit, request.compile_limits)
-        if status is Status.CANCELLED:
-            return Result(status, message), False
-        if status is not Status.OK or not os.path.exists(program):
-            summary = _compile_summary(status, message, "".join(diagnostics))
-            return Result(Status.COMPILE_ERROR, summary, exit_code=code, signal=sig,
-                          truncated=exit.truncated), False
-        if request.cache:
-            self.cache.store(key, program, "".join(diagnostics))
-        return None, False
+        program = os.memfd_create(PROGRAM, os.MFD_CLOEXEC)
+        try:
+            with _memfile(LINEBUF_FILE, linebuf) as runtime:
+                exit = yield from _tee(
+                    run_process(argv, workspace=ws, caps=caps, env=env, limits=request.compile_limits,
+                                cancel=cancel, phase="compile",
+                                inputs=(*sources, (LINEBUF_FILE, runtime, 0o644)),
+                                output=(PROGRAM, program)),
+                    diagnostics)
+            status, message, code, sig = classify(exit, request.compile_limits)
+            failed = None
+            if status is Status.CANCELLED:
+                failed = Result(status, message)
+            elif status is not Status.OK or exit.output != "taken":
+                summary = _compile_summary(status, message, "".join(diagnostics), exit.output)
+                failed = Result(Status.COMPILE_ERROR, summary, exit_code=code, signal=sig,
+                                truncated=exit.truncated)
+            if failed:
+                os.close(program)
+                return None, failed, False
+            if request.cache:
+                self.cache.store(key, program, "".join(diagnostics))
+            return program, None, False
+        except BaseException:
+            os.close(program)
+            raise
+
+
+@contextlib.contextmanager
+def _memfile(name: str, data: bytes):
+    """An fd holding `data` (in memory: nothing of a run touches the host's disk)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        _write_all(fd, data)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _tee(events, sink: list[str]):
@@ -155,7 +211,10 @@ def _tee(events, sink: list[str]):
         yield event
 
 
-def _compile_summary(status: Status, message: str, diagnostics: str) -> str:
+def _compile_summary(status: Status, message: str, diagnostics: str, output: str) -> str:
+    if status is Status.OK:  # the compiler said yes, but left no program we may take
+        return ("Compilation produced no program" if output == "absent" else
+                "Compilation left something other than a program as its output (refused)")
     if status is not Status.RUNTIME_ERROR:  # the compiler hit a limit
         return f"Compilation stopped: {message}"
     plain = _ANSI.sub("", diagnostics)

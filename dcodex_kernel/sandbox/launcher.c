@@ -1,50 +1,97 @@
-/* dcodex-launch: start one sandboxed program and make sure nothing of it survives.
+/* dcodex-launch: start one sandboxed program, confine what it can touch, and make sure nothing
+ * of it survives.
  *
- * Python cannot set rlimits or drop privileges in a child without preexec_fn (unsafe in the
- * threaded kernel and server), and chaining util-linux prlimit + setpriv + unshare costs one exec
- * each. This launcher does all of it in one exec:
+ * Python cannot set rlimits, build a mount namespace or drop privileges in a child without
+ * preexec_fn (unsafe in the threaded kernel and server), and chaining util-linux prlimit +
+ * setpriv + unshare costs one exec each. This launcher does all of it in one exec:
  *
- *   launcher (L) --unshare(CLONE_NEWPID)--> init (A, pid 1 of the run) --> program (B)
+ *   launcher (L) --unshare(CLONE_NEWPID ...)--> init (A, pid 1 of the run) --> program (B)
  *
- * B: setrlimit, drop to the run's uid/gid, exec. A waits for B, writes B's wait status and rusage
- * to the stats fd, and exits: the kernel then kills every other process of the namespace, so a
- * double-forked setsid daemon dies with the run. A dies with L (PDEATHSIG), so the supervisor
- * ends everything by SIGKILLing L. Without a pid namespace (-N absent) A is a child subreaper
- * instead and kills every descendant it inherits before exiting. With -n the run also gets its own
- * IPC namespace, and with -N / -E a network namespace with no way out.
+ * L: joins the run's cgroups (-C), unshares the namespaces, forks A and waits for it.
+ * A: builds the run's filesystem (-m), copies the input files (-i) into the work dir, forks B,
+ *    waits for it, kills every other process of the run, copies the output file (-o) out of
+ *    the work dir (a regular file owned by the program, never through a link), writes the stats
+ *    line and exits: as the namespace's init its exit kills whatever is left. A dies with L
+ *    (PDEATHSIG), so the supervisor ends everything by SIGKILLing L. Without a pid namespace
+ *    (-n absent) A is a child subreaper instead and kills every descendant it inherits.
+ * B: rlimits, no capabilities (empty bounding set), the run's uid, PDEATHSIG (after the uid
+ *    change, which clears it), no_new_privs, the seccomp filter (-S), exec.
  *
- * usage: dcodex-launch [-n [-N|-E FD]] [-U] [-P PID] [-u UID -g GID] [-s STATSFD] [-l RES=SOFT:HARD]... -- PROG ARGS...
- *   -n  new pid namespace (needs root, or -U for a user namespace)
- *   -P  the engine's pid: die with it (PDEATHSIG)
- *   -s  fd to write "WAITSTATUS UTIME_US STIME_US MAXRSS_KB" of the program to
- *   -N  with -n: also a new network namespace (nothing but a down `lo`: no way out)
- *   -E  with -n: join the (empty) network namespace open on this fd instead
- *   -U  new user namespace mapping the caller's uid (unprivileged pid namespace)
+ * With -m the program sees a new root: read-only binds of the -r paths (system dirs, the
+ * interpreter's prefixes), a fresh /proc of its pid namespace, a /dev of null, zero, full,
+ * random and urandom, and one size-bounded tmpfs (-d bytes) holding its work dir /box, /tmp and
+ * /dev/shm. Nothing else of the host: no home, no runtime dirs, no cache, no launcher, no /run.
+ *
+ * usage: dcodex-launch [options] -- PROG ARGS...
+ *   -n          new pid + IPC namespace (needs root, or -U for a user namespace)
+ *   -N | -E FD  with -n: a new empty network namespace | join the empty one open on FD
+ *   -U          new user namespace mapping the caller's uid (unprivileged namespaces)
+ *   -m          with -n: confine the filesystem (mount namespace, new root)
+ *   -r PATH     with -m: bind PATH read-only at the same place (a symlink is recreated)
+ *   -d BYTES    with -m: size of the run's tmpfs (inodes: one per 16 KiB, at least 1024)
+ *   -w DIR      without -m: the work dir (default: the current dir)
+ *   -i FD:MODE:NAME  copy the file open on FD into the work dir as NAME (octal MODE)
+ *   -o FD:NAME  after the run, copy the work dir's NAME to FD (regular files only)
+ *   -M BYTES    largest output file taken with -o
+ *   -C DIR      join the cgroup DIR (writes our pid to DIR/cgroup.procs); repeatable
+ *   -P PID      the engine's pid: die with it (PDEATHSIG)
+ *   -u UID -g GID  run the program as this uid/gid (root only)
+ *   -s FD       write "WAITSTATUS UTIME_US STIME_US MAXRSS_KB OUTPUT ALLOCFAIL" to FD, where
+ *               OUTPUT is 0 no -o, 1 taken, 2 absent, 3 refused (not a regular file of the
+ *               program's, or too big); ALLOCFAIL 1 when the program reported a failed
+ *               allocation on the note fd (see runtime/linebuf.c)
+ *   -S          load the seccomp filter (see install_seccomp) before exec
+ *   -l RES=SOFT:HARD  an rlimit for the program; repeatable
+ *   -V          print the compiled-in features ("seccomp") and exit
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifdef DCODEX_SECCOMP
+#include <seccomp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#endif
+
 #define MAX_LIMITS 16
+#define MAX_LIST 32
+#define NOTE_FD 1023 /* where the program's runtime reports a failed allocation */
+#define STAGE "/tmp"  /* where A stages the new root, inside its own mount namespace */
 
 static struct { int res; rlim_t soft, hard; } limits[MAX_LIMITS];
 static int nlimits;
+static struct { int fd; mode_t mode; const char *name; } inputs[MAX_LIST];
+static int ninputs;
+static const char *binds[MAX_LIST], *cgroups[MAX_LIST];
+static int nbinds, ncgroups;
 
 static void die(const char *what) {
     fprintf(stderr, "dcodex-launch: %s: %s\n", what, strerror(errno));
+    _exit(125);
+}
+
+static void fail(const char *what, const char *arg) {
+    fprintf(stderr, "dcodex-launch: %s '%s'\n", what, arg);
     _exit(125);
 }
 
@@ -61,27 +108,249 @@ static int resource_by_name(const char *name) {
 
 static void parse_limit(char *spec) {
     char *eq = strchr(spec, '='), *colon;
-    if (!eq || !(colon = strchr(eq, ':')) || nlimits == MAX_LIMITS) {
-        fprintf(stderr, "dcodex-launch: bad limit '%s'\n", spec);
-        _exit(125);
-    }
+    if (!eq || !(colon = strchr(eq, ':')) || nlimits == MAX_LIMITS) fail("bad limit", spec);
     *eq = 0;
     int res = resource_by_name(spec);
-    if (res < 0) {
-        fprintf(stderr, "dcodex-launch: unknown resource '%s'\n", spec);
-        _exit(125);
-    }
+    if (res < 0) fail("unknown resource", spec);
     limits[nlimits].res = res;
     limits[nlimits].soft = strtoull(eq + 1, NULL, 10);
     limits[nlimits].hard = strtoull(colon + 1, NULL, 10);
     nlimits++;
 }
 
+static void parse_input(char *spec) {
+    char *a = strchr(spec, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+    if (!b || ninputs == MAX_LIST || strchr(b + 1, '/') || !b[1]) fail("bad input", spec);
+    inputs[ninputs].fd = (int)strtol(spec, NULL, 10);
+    inputs[ninputs].mode = (mode_t)strtol(a + 1, NULL, 8);
+    inputs[ninputs].name = b + 1;
+    ninputs++;
+}
+
 static void write_file(const char *path, const char *text) {
-    int fd = open(path, O_WRONLY);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0 || write(fd, text, strlen(text)) < 0) die(path);
     close(fd);
 }
+
+/* Copy everything readable from `in` (from its start) to `out`; -1 if more than `max` bytes. */
+static int copy_fd(int in, int out, off_t max) {
+    off_t offset = 0, total = 0;
+    for (;;) {
+        ssize_t n = sendfile(out, in, &offset, 1 << 20);
+        if (n < 0) return -1;
+        if (n == 0) return 0;
+        total += n;
+        if (max > 0 && total > max) return -1;
+    }
+}
+
+/* ---- the filesystem view (A, in its own mount namespace) ------------------------------- */
+
+static void mkdirs(const char *path, mode_t mode) {
+    char buf[4096];
+    if (strlen(path) >= sizeof buf) fail("path too long", path);
+    strcpy(buf, path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        /* Directories made only to reach a bind (e.g. /root for /root/.pyenv/...) can be
+         * passed through but not listed. */
+        if (mkdir(buf, 0711) < 0 && errno != EEXIST) die(buf);
+        *p = '/';
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST) die(buf);
+}
+
+static void make_file(const char *path) {
+    int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0) die(path);
+    close(fd);
+}
+
+/* Remount `target` (a bind) read-only, keeping the flags the source mount is locked with (a
+ * user namespace may not drop nosuid/nodev/noexec of a mount it did not make). */
+static void remount_readonly(const char *target) {
+    struct statvfs sv;
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV;
+    if (statvfs(target, &sv) == 0 && (sv.f_flag & ST_NOEXEC)) flags |= MS_NOEXEC;
+    if (mount(NULL, target, NULL, flags, NULL) < 0) die(target);
+}
+
+static void bind_mount(const char *source, const char *target, int readonly) {
+    struct stat st;
+    if (stat(source, &st) < 0) die(source);
+    if (S_ISDIR(st.st_mode)) mkdirs(target, 0755);
+    else make_file(target);
+    if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0) die(target);
+    if (readonly) remount_readonly(target);
+}
+
+/* `path` of the host (seen under /oldroot) at the same place in the new root. */
+static void bind_host_path(const char *path) {
+    char source[4096], target[4096], link[4096];
+    struct stat st;
+    snprintf(source, sizeof source, "/oldroot%s", path);
+    snprintf(target, sizeof target, "/newroot%s", path);
+    if (lstat(source, &st) < 0) return; /* absent on this machine: nothing to show */
+    if (S_ISLNK(st.st_mode)) { /* e.g. /bin -> usr/bin on a merged-/usr system */
+        ssize_t n = readlink(source, link, sizeof link - 1);
+        if (n < 0) die(source);
+        link[n] = 0;
+        char *slash = strrchr(target, '/');
+        *slash = 0;
+        mkdirs(target, 0755);
+        *slash = '/';
+        if (symlink(link, target) < 0 && errno != EEXIST) die(target);
+        return;
+    }
+    bind_mount(source, target, 1);
+}
+
+static void build_root(long tmpfs_bytes, uid_t owner) {
+    char opts[128];
+    /* Nothing we mount may reach the host's mount tree, and nothing of the host's reaches us. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) die("make / a slave");
+    if (mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") < 0) die("stage tmpfs");
+    if (chdir(STAGE) < 0) die("chdir stage");
+    mkdirs("newroot", 0755);
+    mkdirs("oldroot", 0755);
+    mkdirs("scratch", 0755);
+    if (mount("tmpfs", "newroot", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0) die("root tmpfs");
+    long inodes = tmpfs_bytes / 16384 < 1024 ? 1024 : tmpfs_bytes / 16384;
+    snprintf(opts, sizeof opts, "mode=0755,size=%ld,nr_inodes=%ld", tmpfs_bytes, inodes);
+    if (mount("tmpfs", "scratch", "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) die("run tmpfs");
+    if (syscall(SYS_pivot_root, STAGE, STAGE "/oldroot") < 0) die("pivot_root");
+    if (chdir("/") < 0) die("chdir /");
+
+    for (int i = 0; i < nbinds; i++) bind_host_path(binds[i]);
+
+    mkdirs("/newroot/proc", 0555);
+    if (mount("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) die("mount /proc");
+
+    mkdirs("/newroot/dev", 0755);
+    if (mount("tmpfs", "/newroot/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0) die("/dev tmpfs");
+    static const char *devices[] = {"null", "zero", "full", "random", "urandom"};
+    for (size_t i = 0; i < sizeof devices / sizeof devices[0]; i++) {
+        char source[64], target[64];
+        snprintf(source, sizeof source, "/oldroot/dev/%s", devices[i]);
+        snprintf(target, sizeof target, "/newroot/dev/%s", devices[i]);
+        bind_mount(source, target, 0);
+    }
+    static const char *links[][2] = {{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+                                     {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}};
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+        char target[64];
+        snprintf(target, sizeof target, "/newroot/dev/%s", links[i][1]);
+        if (symlink(links[i][0], target) < 0) die(target);
+    }
+
+    /* One bounded tmpfs for every writable place: the work dir, /tmp and /dev/shm. */
+    static const char *places[][3] = {{"/scratch/box", "/newroot/box", "0755"},
+                                      {"/scratch/tmp", "/newroot/tmp", "1777"},
+                                      {"/scratch/shm", "/newroot/dev/shm", "1777"}};
+    for (size_t i = 0; i < 3; i++) {
+        mode_t mode = (mode_t)strtol(places[i][2], NULL, 8);
+        if (mkdir(places[i][0], mode) < 0 || chmod(places[i][0], mode) < 0) die(places[i][0]);
+        if (i == 0 && owner != (uid_t)-1 && chown(places[i][0], owner, owner) < 0) die("chown /box");
+        bind_mount(places[i][0], places[i][1], 0);
+    }
+
+    if (mount(NULL, "/newroot/dev", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) < 0)
+        die("remount /dev read-only");
+    if (umount2("/oldroot", MNT_DETACH) < 0) die("detach the host root");
+    if (chdir("/newroot") < 0) die("chdir /newroot");
+    if (syscall(SYS_pivot_root, ".", ".") < 0) die("pivot_root newroot");
+    if (umount2(".", MNT_DETACH) < 0) die("detach the stage");
+    if (chdir("/") < 0) die("chdir /");
+    /* The root itself (mount points only) is read-only. */
+    if (mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        die("remount / read-only");
+}
+
+/* ---- the work dir's files --------------------------------------------------------------- */
+
+static void copy_inputs(int dirfd, uid_t owner) {
+    for (int i = 0; i < ninputs; i++) {
+        /* Unconfined, the work dir is shared by the compile and run steps: replace what the
+         * compiler left (unlinkat never follows a link; a directory there makes this fail). */
+        if (unlinkat(dirfd, inputs[i].name, 0) < 0 && errno != ENOENT) die(inputs[i].name);
+        int out = openat(dirfd, inputs[i].name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                         inputs[i].mode);
+        if (out < 0) die(inputs[i].name);
+        if (copy_fd(inputs[i].fd, out, 0) < 0) die(inputs[i].name);
+        if (fchmod(out, inputs[i].mode) < 0) die(inputs[i].name);
+        if (owner != (uid_t)-1 && fchown(out, owner, owner) < 0) die(inputs[i].name);
+        close(out);
+        close(inputs[i].fd);
+    }
+}
+
+/* The program's output file, taken only if it is a regular file the program owns (never a
+ * link, FIFO or device it planted), at most `max` bytes. */
+static int take_output(int dirfd, const char *name, int outfd, uid_t owner, off_t max) {
+    int in = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (in < 0) return errno == ENOENT ? 2 : 3;
+    struct stat st;
+    int state = 3;
+    if (fstat(in, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+        (owner == (uid_t)-1 || st.st_uid == owner) && (max <= 0 || st.st_size <= max))
+        state = copy_fd(in, outfd, max) == 0 ? 1 : 3;
+    close(in);
+    return state;
+}
+
+/* ---- the program's privileges ------------------------------------------------------------ */
+
+static void drop_capability_bounding_set(void) {
+    for (int cap = 0; cap <= 63; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL) break; /* past the last */
+        /* EPERM: no CAP_SETPCAP (an engine without root or a user namespace): nothing to drop
+         * that the program could gain anyway. */
+    }
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+}
+
+#ifdef DCODEX_SECCOMP
+/* Deny what a program has no business doing and what widens the kernel's attack surface:
+ * debugging other processes, the kernel keyring, BPF, perf, userfaultfd, io_uring, mounting and
+ * namespaces, modules and kexec, faking terminal input, and any socket but a unix one. */
+static void install_seccomp(void) {
+    static const char *denied[] = {
+        "ptrace", "process_vm_readv", "process_vm_writev", "keyctl", "add_key", "request_key",
+        "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+        "io_uring_register", "mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
+        "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+        "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+        "name_to_handle_at", "open_by_handle_at", "swapon", "swapoff", "reboot", "acct",
+        "quotactl", "syslog", "lookup_dcookie", "vhangup", "fanotify_init", "pidfd_getfd",
+    };
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW); /* other ABIs (int 0x80) are killed */
+    if (!ctx) fail("seccomp", "init");
+    int rc = 0;
+    for (size_t i = 0; i < sizeof denied / sizeof denied[0]; i++) {
+        int nr = seccomp_syscall_resolve_name(denied[i]);
+        if (nr != __NR_SCMP_ERROR) rc |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+    }
+    static const unsigned long namespaces[] = {CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID,
+        CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWCGROUP, 0x80 /* CLONE_NEWTIME */};
+    for (size_t i = 0; i < sizeof namespaces / sizeof namespaces[0]; i++)
+        rc |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                               SCMP_A0(SCMP_CMP_MASKED_EQ, namespaces[i], namespaces[i]));
+    /* clone3 passes its flags in memory a filter cannot read: say it does not exist, and libc
+     * falls back to clone, whose flags are checked above. */
+    rc |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+    rc |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+                           SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, TIOCSTI));
+    rc |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
+                           SCMP_A0(SCMP_CMP_NE, AF_UNIX));
+    if (rc != 0) fail("seccomp", "rules");
+    if (seccomp_load(ctx) != 0) fail("seccomp", "load");
+    seccomp_release(ctx);
+}
+#endif
+
+/* ---- supervision ------------------------------------------------------------------------- */
 
 /* Without a pid namespace: kill every process that was reparented to us (we are a subreaper)
  * until none is left. Killed children's own children are reparented to us in turn. */
@@ -89,7 +358,7 @@ static void kill_descendants(void) {
     char path[64];
     snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
     for (;;) {
-        FILE *f = fopen(path, "r");
+        FILE *f = fopen(path, "re");
         int pid, found = 0;
         if (f) {
             while (fscanf(f, "%d", &pid) == 1) {
@@ -106,27 +375,75 @@ static void kill_descendants(void) {
     }
 }
 
+/* As pid 1 of the run's namespace: kill everything else in it and reap it. */
+static void kill_namespace(void) {
+    kill(-1, SIGKILL);
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {}
+}
+
+static void join_cgroups(void) {
+    char path[4096], pid[32];
+    snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    for (int i = 0; i < ncgroups; i++) {
+        snprintf(path, sizeof path, "%s/cgroup.procs", cgroups[i]);
+        write_file(path, pid);
+    }
+}
+
 int main(int argc, char **argv) {
-    int newpid = 0, userns = 0, newnet = 0, netfd = -1, statsfd = -1, opt;
-    long uid = -1, gid = -1, engine = -1;
-    while ((opt = getopt(argc, argv, "+nNE:UP:u:g:s:l:")) != -1) {
+    int newpid = 0, userns = 0, newnet = 0, confine = 0, seccomp = 0;
+    int netfd = -1, statsfd = -1, outfd = -1, opt;
+    long uid = -1, gid = -1, engine = -1, tmpfs_bytes = 64L << 20;
+    off_t output_max = 0;
+    const char *outname = NULL, *workdir = ".";
+    while ((opt = getopt(argc, argv, "+nNE:Umr:d:w:i:o:M:C:P:u:g:s:Sl:V")) != -1) {
         switch (opt) {
         case 'n': newpid = 1; break;
         case 'N': newnet = 1; break;
         case 'E': netfd = (int)strtol(optarg, NULL, 10); break;
         case 'U': userns = 1; break;
+        case 'm': confine = 1; break;
+        case 'r':
+            if (nbinds == MAX_LIST || optarg[0] != '/') fail("bad bind", optarg);
+            binds[nbinds++] = optarg;
+            break;
+        case 'd': tmpfs_bytes = strtol(optarg, NULL, 10); break;
+        case 'w': workdir = optarg; break;
+        case 'i': parse_input(optarg); break;
+        case 'o': {
+            char *colon = strchr(optarg, ':');
+            if (!colon || !colon[1] || strchr(colon + 1, '/')) fail("bad output", optarg);
+            outfd = (int)strtol(optarg, NULL, 10);
+            outname = colon + 1;
+            break;
+        }
+        case 'M': output_max = strtoll(optarg, NULL, 10); break;
+        case 'C':
+            if (ncgroups == MAX_LIST) fail("too many cgroups", optarg);
+            cgroups[ncgroups++] = optarg;
+            break;
         case 'P': engine = strtol(optarg, NULL, 10); break;
         case 'u': uid = strtol(optarg, NULL, 10); break;
         case 'g': gid = strtol(optarg, NULL, 10); break;
         case 's': statsfd = (int)strtol(optarg, NULL, 10); break;
+        case 'S': seccomp = 1; break;
         case 'l': parse_limit(optarg); break;
+        case 'V':
+#ifdef DCODEX_SECCOMP
+            puts("seccomp");
+#endif
+            return 0;
         default: _exit(125);
         }
     }
     if (optind >= argc) {
-        fprintf(stderr, "usage: dcodex-launch [-n [-N|-E FD]] [-U] [-P PID] [-u UID -g GID] [-s FD] [-l RES=S:H]... -- PROG...\n");
+        fprintf(stderr, "usage: dcodex-launch [options] -- PROG ARGS... (see launcher.c)\n");
         _exit(125);
     }
+#ifndef DCODEX_SECCOMP
+    if (seccomp) fail("built without libseccomp; cannot honour", "-S");
+#endif
+    if (confine && !newpid) fail("needs -n", "-m");
     char **prog = argv + optind;
 
     /* If the engine dies (kernel killed on restart, server crash), the run dies with it:
@@ -135,12 +452,14 @@ int main(int argc, char **argv) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != (pid_t)engine) _exit(125); /* it died before we armed that */
     }
+    join_cgroups();
 
     if (newpid) {
         uid_t outer_uid = getuid();
         gid_t outer_gid = getgid();
         int flags = CLONE_NEWPID | CLONE_NEWIPC | (userns ? CLONE_NEWUSER : 0);
         if (newnet) flags |= CLONE_NEWNET;
+        if (confine) flags |= CLONE_NEWNS | CLONE_NEWUTS;
         if (unshare(flags) < 0) die("unshare");
         if (userns) {
             char map[64];
@@ -157,7 +476,7 @@ int main(int argc, char **argv) {
             close(netfd);
         }
         int alive[2]; /* A sees POLLHUP on alive[0] once L is gone */
-        if (pipe(alive) < 0) die("pipe");
+        if (pipe2(alive, O_CLOEXEC) < 0) die("pipe");
         pid_t init = fork();
         if (init < 0) die("fork");
         if (init > 0) {
@@ -176,16 +495,39 @@ int main(int argc, char **argv) {
     } else {
         prctl(PR_SET_CHILD_SUBREAPER, 1);
     }
+    /* A holds the way out of the sandbox until the program starts (and, as root, more
+     * privilege than it): a process of the run must not be able to read or trace it. */
+    prctl(PR_SET_DUMPABLE, 0);
 
-    /* A: start the program. */
+    /* A: the program's filesystem and files. */
+    uid_t owner = uid >= 0 ? (uid_t)uid : (uid_t)-1;
+    if (confine) {
+        build_root(tmpfs_bytes, owner);
+        workdir = "/box";
+        sethostname("dcodex", 6);
+    }
+    int dirfd = open(workdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dirfd < 0) die(workdir);
+    copy_inputs(dirfd, owner);
+
+    int note[2];
+    if (pipe2(note, O_CLOEXEC | O_NONBLOCK) < 0) die("pipe");
     pid_t child = fork();
     if (child < 0) die("fork");
     if (child == 0) {
+        /* B: the program. (Dumpable again: its own /proc files must be its own; exec decides
+         * for the program.) */
+        prctl(PR_SET_DUMPABLE, 1);
         if (statsfd >= 0) close(statsfd);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (outfd >= 0) close(outfd);
+        if (fchdir(dirfd) < 0) die("chdir");
+        close(dirfd);
+        close(note[0]);
+        if (dup2(note[1], NOTE_FD) < 0) die("note fd"); /* dup2 clears CLOEXEC */
+        close(note[1]);
         /* When memory runs out, the program is the out-of-memory killer's first choice, not
          * the kernel, the notebook server or the engine. Best effort. */
-        int adj = open("/proc/self/oom_score_adj", O_WRONLY);
+        int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
         if (adj >= 0) {
             if (write(adj, "1000", 4) < 0) {}
             close(adj);
@@ -194,27 +536,44 @@ int main(int argc, char **argv) {
             struct rlimit rl = {limits[i].soft, limits[i].hard};
             if (setrlimit(limits[i].res, &rl) < 0) die("setrlimit");
         }
+        drop_capability_bounding_set();
         if (gid >= 0) {
             if (setgroups(0, NULL) < 0) die("setgroups");
             if (setresgid(gid, gid, gid) < 0) die("setgid");
         }
         if (uid >= 0 && setresuid(uid, uid, uid) < 0) die("setuid");
+        /* A change of credentials clears the parent-death signal: arm it after the change. */
+        pid_t parent = getppid();
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(125);
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("no_new_privs");
+#ifdef DCODEX_SECCOMP
+        if (seccomp) install_seccomp();
+#endif
         execvp(prog[0], prog);
         fprintf(stderr, "dcodex-launch: cannot run %s: %s\n", prog[0], strerror(errno));
         _exit(127);
     }
+    close(note[1]);
     int status;
     struct rusage ru;
     while (wait4(child, &status, 0, &ru) < 0) {
         if (errno != EINTR) die("wait4");
     }
+    /* Nothing of the run may still be writing the output file (or anything else) now. */
+    if (newpid) kill_namespace();
+    else kill_descendants();
+    int out_state = 0;
+    if (outfd >= 0) out_state = take_output(dirfd, outname, outfd, owner, output_max);
+    char byte;
+    int alloc_failed = read(note[0], &byte, 1) == 1;
     if (statsfd >= 0) {
-        dprintf(statsfd, "%d %ld %ld %ld\n", status,
+        dprintf(statsfd, "%d %ld %ld %ld %d %d\n", status,
                 (long)(ru.ru_utime.tv_sec * 1000000L + ru.ru_utime.tv_usec),
-                (long)(ru.ru_stime.tv_sec * 1000000L + ru.ru_stime.tv_usec), ru.ru_maxrss);
+                (long)(ru.ru_stime.tv_sec * 1000000L + ru.ru_stime.tv_usec), ru.ru_maxrss,
+                out_state, alloc_failed);
         close(statsfd);
     }
-    if (!newpid) kill_descendants();
-    /* As the namespace's init, exiting kills every process left in it. */
+    /* As the namespace's init, exiting also tears down its mounts and tmpfs. */
     _exit(0);
 }

@@ -10,8 +10,19 @@ from ..request import Limits
 STACK = 8 << 20  # the usual Linux default; glibc also sizes each thread's stack by it
 
 
-def rlimit_args(limits: Limits, *, own_uid: bool) -> list[str]:
+# With a memory cgroup the run's memory is bounded by the kernel, counting what it really uses;
+# the address-space limit is then only a backstop, generous enough that allocations never fail
+# before the cgroup's limit is reached (threads reserve far more address space than they use).
+AS_BACKSTOP_FACTOR = 4
+AS_BACKSTOP_MIN = 1 << 30
+
+
+def rlimit_args(limits: Limits, *, own_uid: bool, memory_cgroup: bool = False) -> list[str]:
+    # CPU: the supervisor enforces the run's total; RLIMIT_CPU per process stays as a backstop.
     cpu = max(1, math.ceil(limits.cpu_s))
+    memory = limits.memory
+    if memory_cgroup:
+        memory = max(memory * AS_BACKSTOP_FACTOR, memory + AS_BACKSTOP_MIN)
     nproc = limits.processes
     if not own_uid:
         # RLIMIT_NPROC counts every task of the real uid, so for a run that shares the engine's
@@ -19,7 +30,7 @@ def rlimit_args(limits: Limits, *, own_uid: bool) -> list[str]:
         nproc += _tasks_of_current_user()
     pairs = {
         "CPU": (cpu, cpu + 1),  # soft: SIGXCPU; hard: SIGKILL a second later
-        "AS": (limits.memory, limits.memory),
+        "AS": (memory, memory),
         "FSIZE": (limits.file_size, limits.file_size),
         "NOFILE": (limits.open_files, limits.open_files),
         "NPROC": (nproc, nproc),

@@ -42,20 +42,30 @@ def classify(exit: ProcessExit, limits: Limits) -> tuple[Status, str, int | None
                 code, sig)
     if exit.stopped_for == "wall":
         return Status.WALL_TIMEOUT, f"Wall-clock limit of {limits.wall_s:g} s exceeded", code, sig
+    # The CPU limit is the run's: the supervisor stopped it at the total, or the total reached
+    # it anyway (a child killed by its own RLIMIT_CPU while its parent exits 0 is over it too).
+    if exit.stopped_for == "cpu" or (exit.wait_status is not None and exit.cpu_s >= limits.cpu_s) \
+            or sig == signal.SIGXCPU:
+        by = f" by {exit.processes} processes" if exit.processes > 1 else ""
+        return (Status.TIME_LIMIT,
+                f"CPU time limit of {limits.cpu_s:g} s exceeded ({exit.cpu_s:.2f} s used{by})", code, sig)
     if exit.wait_status is None:
+        if exit.own_oom:  # the run's init itself was the OOM killer's choice
+            return Status.MEMORY_LIMIT, f"Memory limit of {format_size(limits.memory)} reached", code, sig
         if exit.launcher_code == LAUNCH_FAILED:
             detail = exit.stderr_tail.decode(errors="replace").strip().splitlines()
             return Status.INTERNAL_ERROR, (detail[-1] if detail else "sandbox failed to start"), code, sig
         return Status.INTERNAL_ERROR, f"sandbox ended without a status (code {exit.launcher_code})", code, sig
 
     failed = code != 0
-    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and exit.cpu_s >= limits.cpu_s):
-        return Status.TIME_LIMIT, f"CPU time limit of {limits.cpu_s:g} s exceeded", code, sig
+    if sig == signal.SIGKILL and exit.own_oom:
+        return Status.MEMORY_LIMIT, f"Memory limit of {format_size(limits.memory)} reached", code, sig
     if sig == signal.SIGKILL and exit.oom_kills > 0:
         return (Status.MEMORY_LIMIT, "Killed by the system's out-of-memory killer "
                 "(the machine or its memory cgroup ran out of memory)", code, sig)
     if failed and (
-        _OOM_TEXT.search(exit.stderr_tail)
+        exit.allocation_failed
+        or _OOM_TEXT.search(exit.stderr_tail)
         or exit.peak_memory >= _NEAR_CAP * limits.memory
     ):
         return Status.MEMORY_LIMIT, f"Memory limit of {format_size(limits.memory)} reached", code, sig

@@ -18,6 +18,7 @@ import psutil
 from ..cancel import CancelToken
 from ..events import Output
 from ..request import Limits
+from . import cgroups
 from .isolation import Capabilities, Workspace
 from .launcher import launcher_path
 from .limits import rlimit_args
@@ -35,14 +36,26 @@ class ProcessExit:
     """How a sandboxed command ended, before any interpretation."""
 
     wait_status: int | None  # the program's wait(2) status; None if it never reported one
-    cpu_s: float
+    cpu_s: float  # the whole run's CPU time (every process and thread)
     wall_s: float
-    peak_memory: int
-    stopped_for: str | None  # "wall", "output" or "cancel" when the supervisor ended it
-    oom_kills: int  # out-of-memory kills on the machine (any cgroup) while it ran
+    peak_memory: int  # the run's peak memory (its cgroup's, or the sampled sum of its processes)
+    stopped_for: str | None  # "wall", "cpu", "output" or "cancel" when the supervisor ended it
+    oom_kills: int  # out-of-memory kills while it ran (its own cgroup's, or the machine's)
     truncated: bool
     stderr_tail: bytes
     launcher_code: int  # exit code of the launcher itself (LAUNCH_FAILED = could not start)
+    processes: int = 1  # the most processes of the run seen at once
+    output: str = "none"  # the -o file: "none" asked, "taken", "absent", "refused"
+    allocation_failed: bool = False  # a C/C++ program's malloc returned NULL
+    own_oom: bool = False  # the OOM kill was inside the run's own memory cgroup
+
+
+_OUTPUT_STATES = {0: "none", 1: "taken", 2: "absent", 3: "refused"}
+# Between checks of the run's CPU total the supervisor sleeps for as long as the run could not
+# possibly use up its budget on every core; without a cgroup it also samples the peak memory at
+# least this often.
+CHECK_MIN_S = 0.01
+SAMPLE_MAX_S = 0.25
 
 
 def truncation_marker(cap: int) -> str:
@@ -60,23 +73,50 @@ def run_process(
     stdin: bytes = b"",
     cancel: CancelToken | None = None,
     phase: str = "run",
+    inputs: tuple[tuple[str, int, int], ...] = (),
+    output: tuple[str, int] | None = None,
 ) -> Generator[Output, None, ProcessExit]:
-    """Yield Output events while `argv` runs; return its ProcessExit. Closing the generator
-    early (client gone, exception) still kills every process of the run."""
+    """Yield Output events while `argv` runs; return its ProcessExit. `inputs` are
+    (name, fd, mode) files copied into the program's work dir first; `output` is (name, fd): that
+    file of the work dir is copied to fd afterwards if it is a regular file of the program's.
+    Closing the generator early (client gone, exception) still kills every process of the run."""
+    group = cgroups.RunCgroup(caps.cgroup, memory=limits.memory, tasks=limits.processes + 2) \
+        if caps.cgroup else None
+    try:
+        exit = yield from _run(argv, workspace, caps, env, limits, stdin, cancel, phase,
+                               inputs, output, group)
+    finally:
+        if group is not None:
+            group.close()
+    return exit
+
+
+def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, output, group):
     # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
     # fine: the thread that starts a run is blocked in this generator until the run ends.
     cmd = [launcher_path(), *caps.launcher_flags(), "-P", str(os.getpid())]
+    cmd += ["-d", str(limits.disk)] if workspace.workdir is None else ["-w", workspace.workdir]
     if workspace.uid is not None:
         cmd += ["-u", str(workspace.uid), "-g", str(workspace.gid)]
+    fds = [fd for _, fd, _ in inputs]
+    for name, fd, mode in inputs:
+        cmd += ["-i", f"{fd}:{mode:o}:{name}"]
+    if output is not None:
+        cmd += ["-o", f"{output[1]}:{output[0]}", "-M", str(limits.file_size)]
+        fds.append(output[1])
+    for path in group.paths() if group else ():
+        cmd += ["-C", path]
     stats_r, stats_w = os.pipe()
-    cmd += ["-s", str(stats_w), *rlimit_args(limits, own_uid=workspace.uid is not None), "--", *argv]
+    cmd += ["-s", str(stats_w), *rlimit_args(limits, own_uid=workspace.uid is not None,
+                                             memory_cgroup=group is not None), "--", *argv]
 
     oom_before = _oom_kill_count()
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=workspace.path, env=env, pass_fds=(stats_w, *caps.inherited_fds()), start_new_session=True,
+            cwd=workspace.workdir or "/", env=env, pass_fds=(stats_w, *caps.inherited_fds(), *fds),
+            start_new_session=True,
         )
     except BaseException:
         os.close(stats_r)
@@ -85,17 +125,24 @@ def run_process(
         os.close(stats_w)
 
     pump = _Pump(proc, limits.output, cancel)
+    usage = _Usage(proc.pid, group)
     stopped_for = None
-    snapshot = (0.0, 0)
     try:
         pump.feed_stdin(stdin)
         deadline = started + limits.wall_s
+        next_check = started + usage.next_interval(limits.cpu_s)
         while not pump.finished():
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 stopped_for = "wall"
                 break
-            for stream, text in pump.step(timeout):
+            if now >= next_check:
+                used = usage.sample()
+                if used >= limits.cpu_s:
+                    stopped_for = "cpu"
+                    break
+                next_check = now + usage.next_interval(limits.cpu_s - used)
+            for stream, text in pump.step(min(deadline, next_check) - now):
                 yield Output(stream, text, phase)
             if pump.over_cap:
                 stopped_for = "output"
@@ -104,7 +151,7 @@ def run_process(
                 stopped_for = "cancel"
                 break
         if stopped_for:
-            snapshot = _usage_of_tree(proc.pid)
+            usage.sample()
             _kill_run(proc, caps)
         for stream, text in pump.flush():
             yield Output(stream, text, phase)
@@ -118,14 +165,49 @@ def run_process(
         wall_s = time.monotonic() - started
         stats = _read_stats(stats_r)
 
-    wait_status, cpu_s, peak = None, snapshot[0], snapshot[1]
+    wait_status, out_state, alloc_failed = None, "none", False
+    cpu_s, peak = usage.cpu_s, usage.peak
     if stats:
-        wait_status, cpu_s, peak = stats[0], max(cpu_s, stats[1]), max(peak, stats[2])
+        wait_status, out_state, alloc_failed = stats[0], stats[3], stats[4]
+        cpu_s, peak = max(cpu_s, stats[1]), max(peak, stats[2])
+    own_oom = False
+    if group is not None:  # the kernel's own figures for the whole run
+        cpu_s, peak = max(cpu_s, group.cpu_s()), group.peak_memory() or peak
+        own_oom = group.oom_kills() > 0
     return ProcessExit(
         wait_status=wait_status, cpu_s=cpu_s, wall_s=wall_s, peak_memory=peak,
-        stopped_for=stopped_for, oom_kills=_oom_kill_count() - oom_before, truncated=pump.over_cap, stderr_tail=bytes(pump.stderr_tail),
-        launcher_code=proc.returncode,
+        stopped_for=stopped_for, oom_kills=_oom_kill_count() - oom_before + own_oom,
+        truncated=pump.over_cap, stderr_tail=bytes(pump.stderr_tail),
+        launcher_code=proc.returncode, processes=usage.processes, output=out_state,
+        allocation_failed=alloc_failed, own_oom=own_oom,
     )
+
+
+class _Usage:
+    """The run's CPU total and (without a cgroup) its summed memory, measured while it runs."""
+
+    def __init__(self, launcher_pid: int, group: cgroups.RunCgroup | None):
+        self.launcher_pid = launcher_pid
+        self.group = group
+        self.cpu_s = 0.0
+        self.peak = 0
+        self.processes = 1
+        self.cores = max(1, len(os.sched_getaffinity(0)))
+
+    def next_interval(self, cpu_left: float) -> float:
+        interval = max(CHECK_MIN_S, cpu_left / self.cores)
+        return interval if self.group else min(interval, SAMPLE_MAX_S)
+
+    def sample(self) -> float:
+        if self.group is not None:
+            self.cpu_s = max(self.cpu_s, self.group.cpu_s())
+            self.processes = max(self.processes, self.group.task_count() - 2)  # less L and A
+            return self.cpu_s
+        cpu, rss, count = _usage_of_tree(self.launcher_pid)
+        self.cpu_s = max(self.cpu_s, cpu)
+        self.peak = max(self.peak, rss)
+        self.processes = max(self.processes, count)
+        return self.cpu_s
 
 
 class _Pump:
@@ -290,33 +372,37 @@ def _oom_kill_count() -> int:
     return 0
 
 
-def _usage_of_tree(pid: int) -> tuple[float, int]:
-    """CPU seconds and peak RSS of a run still in progress (for runs the supervisor stops)."""
-    cpu, peak = 0.0, 0
+def _usage_of_tree(pid: int) -> tuple[float, int, int]:
+    """CPU seconds (including what reaped children used), summed resident memory and number of
+    the processes below the launcher `pid`, less the run's init (a launcher process itself)."""
+    cpu, rss, count = 0.0, 0, 0
     try:
         procs = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        return cpu, peak
+        return cpu, rss, count
     for p in procs:
         try:
             with p.oneshot():
                 t = p.cpu_times()
-                cpu += t.user + t.system
-                peak = max(peak, p.memory_info().rss)
+                cpu += t.user + t.system + t.children_user + t.children_system
+                if not p.name().startswith("dcodex-launch"):
+                    rss += p.memory_info().rss
+                    count += 1
         except psutil.Error:
             pass
-    return cpu, peak
+    return cpu, rss, count
 
 
-def _read_stats(fd: int) -> tuple[int, float, int] | None:
-    """The launcher's report: wait status, CPU seconds, peak RSS in bytes."""
+def _read_stats(fd: int) -> tuple[int, float, int, str, bool] | None:
+    """The launcher's report: wait status, CPU seconds, peak RSS in bytes, what became of the
+    output file, whether an allocation failed."""
     try:
         data = os.read(fd, 256)
     finally:
         os.close(fd)
     try:
-        status, utime, stime, maxrss_kb = (int(x) for x in data.split())
+        status, utime, stime, maxrss_kb, out, alloc = (int(x) for x in data.split())
     except ValueError:
         return None
-    return status, (utime + stime) / 1e6, maxrss_kb * 1024
+    return status, (utime + stime) / 1e6, maxrss_kb * 1024, _OUTPUT_STATES.get(out, "refused"), bool(alloc)
 

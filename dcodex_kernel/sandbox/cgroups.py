@@ -1,0 +1,207 @@
+"""One cgroup per run where the machine lets the engine make them: the run's memory (every
+process together, tmpfs included), its task count and its CPU time, measured and bounded by the
+kernel rather than per process.
+
+cgroup v1 (separate `memory`, `pids`, `cpuacct` hierarchies, writable as root) and v2 (one
+unified tree, usable where the engine's own cgroup delegates `memory` and `pids` to its
+children) are both understood. Each run's group is made *below the engine's own cgroup*, so the
+limits of whatever contains the engine (a test's pids cap, a container, a systemd slice) still
+hold for its runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import re
+import time
+from dataclasses import dataclass
+
+import psutil
+
+ROOT = "/sys/fs/cgroup"
+RUN_PREFIX = "dcodex-run-"
+OWN_LIMIT_REACHED = 0.9  # an OOM kill with the run's peak this close to its limit is the run's
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class CgroupSupport:
+    version: int  # 1 or 2
+    parents: dict  # controller ("memory", "pids", "cpu") -> directory runs are made in
+
+    def describe(self) -> str:
+        return f"cgroup v{self.version} (memory, pids, cpu per run)"
+
+
+@functools.lru_cache(maxsize=1)
+def detect() -> CgroupSupport | None:
+    """Where runs' cgroups can be made, or None (then limits fall back to rlimits + sampling)."""
+    try:
+        support = _detect_v2() if _is_v2() else _detect_v1()
+    except OSError:
+        return None
+    if support is None:
+        return None
+    try:  # prove it: make one, set a limit, remove it
+        group = RunCgroup(support, memory=64 << 20, tasks=8)
+        group.close()
+    except OSError:
+        return None
+    _sweep_orphans(support)
+    return support
+
+
+def _is_v2() -> bool:
+    return os.path.exists(os.path.join(ROOT, "cgroup.controllers"))
+
+
+def _own_path(controller: str | None) -> str:
+    """This process's cgroup path in the hierarchy of `controller` (None: the v2 tree)."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            names = controllers.split(",") if controllers else []
+            if (controller is None and not names) or (controller and controller in names):
+                return path
+    raise OSError(f"no {controller or 'v2'} cgroup for this process")
+
+
+def current_parents(support: CgroupSupport) -> dict:
+    """Where this process's runs' groups go now: below its own cgroup in each hierarchy."""
+    if support.version == 2:
+        parent = os.path.join(ROOT, _own_path(None).lstrip("/"))
+        return {"memory": parent, "pids": parent, "cpu": parent}
+    return {c: os.path.join(ROOT, mount, _own_path(mount).lstrip("/")) for c, mount in _V1_MOUNTS}
+
+
+_V1_MOUNTS = (("memory", "memory"), ("pids", "pids"), ("cpu", "cpuacct"))
+
+
+def _detect_v1() -> CgroupSupport | None:
+    parents = {}
+    for controller, mount in _V1_MOUNTS:
+        top = os.path.join(ROOT, mount)
+        if not os.path.isdir(top):
+            return None
+        parent = os.path.join(top, _own_path(mount).lstrip("/"))
+        if not os.access(parent, os.W_OK):
+            return None
+        parents[controller] = parent
+    return CgroupSupport(1, parents)
+
+
+def _detect_v2() -> CgroupSupport | None:
+    parent = os.path.join(ROOT, _own_path(None).lstrip("/"))
+    with open(os.path.join(parent, "cgroup.subtree_control")) as f:
+        enabled = set(f.read().split())
+    if not {"memory", "pids"} <= enabled or not os.access(parent, os.W_OK):
+        return None  # not delegated to us: a child would get neither limit
+    return CgroupSupport(2, {"memory": parent, "pids": parent, "cpu": parent})
+
+
+class RunCgroup:
+    """The cgroup(s) of one run: made with its limits, read after it, removed at the end."""
+
+    def __init__(self, support: CgroupSupport, *, memory: int, tasks: int):
+        self.support = support
+        self.memory = memory
+        name = f"{RUN_PREFIX}{os.getpid()}-{next(_counter)}"
+        # Below where the engine is *now* (it may have been moved since it started).
+        self.dirs = {c: os.path.join(p, name) for c, p in current_parents(support).items()}
+        self.made: list[str] = []
+        try:
+            for path in dict.fromkeys(self.dirs.values()):
+                os.mkdir(path, 0o755)
+                self.made.append(path)
+            if support.version == 1:
+                self._write("memory", "memory.limit_in_bytes", memory)
+                # Without swap accounting the limit could be dodged by swapping (none here).
+                self._write("memory", "memory.memsw.limit_in_bytes", memory, optional=True)
+                self._write("pids", "pids.max", tasks)
+            else:
+                self._write("memory", "memory.max", memory)
+                self._write("memory", "memory.swap.max", 0, optional=True)
+                self._write("pids", "pids.max", tasks)
+        except BaseException:
+            self.close()
+            raise
+
+    def _write(self, controller: str, name: str, value: int, optional: bool = False) -> None:
+        try:
+            with open(os.path.join(self.dirs[controller], name), "w") as f:
+                f.write(str(value))
+        except FileNotFoundError:
+            if not optional:
+                raise
+
+    def _read(self, controller: str, name: str) -> str:
+        try:
+            with open(os.path.join(self.dirs[controller], name)) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def paths(self) -> list[str]:
+        """Directories the launcher joins (one per hierarchy)."""
+        return list(self.made)
+
+    def cpu_s(self) -> float:
+        if self.support.version == 1:
+            text = self._read("cpu", "cpuacct.usage").strip()
+            return int(text) / 1e9 if text else 0.0
+        m = re.search(r"^usage_usec (\d+)", self._read("cpu", "cpu.stat"), re.MULTILINE)
+        return int(m.group(1)) / 1e6 if m else 0.0
+
+    def peak_memory(self) -> int:
+        name = "memory.max_usage_in_bytes" if self.support.version == 1 else "memory.peak"
+        text = self._read("memory", name).strip()
+        return int(text) if text.isdigit() else 0
+
+    def oom_kills(self) -> int:
+        """OOM kills of the run's processes *because the run reached its own limit*: an OOM
+        caused by a parent's limit or the whole machine is not the run's memory limit. (v1's
+        failcnt stays 0 here even then, so "reached" is read from the peak.)"""
+        name = "memory.oom_control" if self.support.version == 1 else "memory.events"
+        m = re.search(r"^oom_kill (\d+)", self._read("memory", name), re.MULTILINE)
+        kills = int(m.group(1)) if m else 0
+        return kills if kills and self.peak_memory() >= OWN_LIMIT_REACHED * self.memory else 0
+
+    def task_count(self) -> int:
+        return len(self._read("pids", "cgroup.procs").split())
+
+    def close(self) -> None:
+        """Remove the groups. Called once nothing of the run is left; a group still busy for a
+        moment (a task being reaped) is retried briefly, then left for the next sweep."""
+        deadline = time.monotonic() + 1.0
+        for path in reversed(self.made):
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.005)
+        self.made = []
+
+
+def _sweep_orphans(support: CgroupSupport) -> None:
+    """Remove (empty) run groups left by engines that were killed outright."""
+    for parent in set(support.parents.values()):
+        try:
+            entries = os.listdir(parent)
+        except OSError:
+            continue
+        for name in entries:
+            if not name.startswith(RUN_PREFIX):
+                continue
+            pid = name[len(RUN_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                try:
+                    os.rmdir(os.path.join(parent, name))
+                except OSError:
+                    pass
