@@ -14,7 +14,7 @@ from .cancel import CancelToken
 from .info import describe
 from .events import Result, Status
 from .options import OptionError, add_run_options, join_flag_values, parse_words, request_from
-from .request import Language, Limits
+from .request import Language, Limits, Request
 
 
 # Exit codes of `dcodex run`: the program's own code when it ran to an exit, else one per outcome.
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         "program's own, or: 65 compile error, 124 time limit, 137 memory limit, 141 output "
         "limit, 130 interrupted, 2 bad request, 70 internal error, 128+N killed by signal N.",
         epilog="Defaults: " + Limits().describe() + ". DCODEX_TIMEOUT, DCODEX_CPU_TIME, "
-        "DCODEX_MEMORY and DCODEX_OUTPUT_LIMIT change them.")
+        "DCODEX_MEMORY, DCODEX_OUTPUT_LIMIT and DCODEX_MAX_PROCESSES change them. Maxima: "
+        + Limits.maxima() + "; a larger value is refused.")
     run.add_argument("file", metavar="FILE", help="program source (.c, .cpp/.cc/.cxx, .py)")
     run.add_argument("--lang", help="language, if not clear from FILE's extension (c, cpp, python)")
     run.add_argument("--json", action="store_true",
@@ -78,13 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     return _run(ns)
 
 
+def build_request(ns, environ=None) -> Request:
+    """The Request `dcodex run` options describe; OptionError, ValueError or OSError (a file that
+    cannot be read) for a bad one."""
+    language = Language.parse(ns.lang) if ns.lang else Language.of_file(ns.file)
+    with open(ns.file, encoding="utf-8") as f:
+        code = f.read()
+    return request_from(ns, code=code, language=language, base=Limits.from_env(environ),
+                        color=not ns.json and sys.stderr.isatty())
+
+
 def _run(ns) -> int:
     try:
-        language = Language.parse(ns.lang) if ns.lang else Language.of_file(ns.file)
-        with open(ns.file, encoding="utf-8") as f:
-            code = f.read()
-        request = request_from(ns, code=code, language=language, base=Limits.from_env(),
-                               color=not ns.json and sys.stderr.isatty())
+        request = build_request(ns)
     except (OptionError, ValueError, OSError) as e:
         print(f"dcodex run: {e}", file=sys.stderr)
         return 2

@@ -116,6 +116,15 @@ def parse_cell(text: str, default: Language) -> Cell:
     return Cell(ns.language or default, "\n" * (first + 1) + rest, ns)
 
 
+def cell_request(cell: Cell, base: Limits) -> Request:
+    """The Request a parsed cell describes (for a `%dcodex` cell, the limits it would get).
+    Raises OptionError for options that make no valid request (e.g. a limit above its maximum)."""
+    if cell.options is None:  # the common case: skip argparse entirely
+        return Request(cell.language, cell.code, limits=base, color=True)
+    return request_from(cell.options, code=cell.code, language=cell.language, base=base,
+                        color=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # versions shown in kernel_info (computed once, on first use)
 
@@ -237,19 +246,13 @@ class DCodeXKernel(Kernel):
                 raise OptionError(self.limits_error)
             cell = parse_cell(code, self.lang)
             if cell.info:
-                limits = request_from(cell.options, code="", language=cell.language,
-                                      base=self.limits).limits
-                text = describe(self.backend, limits)
+                text = describe(self.backend, cell_request(cell, self.limits).limits)
                 self._stream("stdout", f"{text}\n  {'kernel':<13} {DISPLAY[self.lang]} "
                                        f"(DCodeX {self.lang.value} kernel)\n", silent)
                 return self._ok()
             if not cell.code.strip():
                 return self._ok()
-            if cell.options is None:  # the common case: skip argparse entirely
-                request = Request(cell.language, cell.code, limits=self.limits, color=True)
-            else:
-                request = request_from(cell.options, code=cell.code, language=cell.language,
-                                       base=self.limits, color=True)
+            request = cell_request(cell, self.limits)
         except HelpRequested as e:
             self._stream("stdout", str(e), silent)
             return self._ok()

@@ -23,8 +23,9 @@ from .backends import get_backend
 from .events import Output, Result
 from .info import describe
 from .live import run_live
-from .options import HelpRequested, OptionError, header_parser, parse_words, request_from, split_words
-from .request import Language, Limits, parse_seconds, parse_size
+from .options import (HelpRequested, OptionError, at_most, header_parser, parse_words,
+                      request_from, split_words)
+from .request import Language, Limits, Request, parse_seconds, parse_size
 
 CELL_USAGE = "%%dcodex LANG [options]   (LANG: c, cpp/c++, python/py; %%dcodex? for the options)"
 LINE_USAGE = (
@@ -77,12 +78,17 @@ class _Parsed(TraitType):
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             self.error(obj, value)
         try:
-            return type(self).parse(value)
+            return Limits.check(_LIMIT_OF[self.name], type(self).parse(value))
         except ValueError as e:
             raise TraitError(f"{type(obj).__name__}.{self.name}: {e}") from None
 
     def from_string(self, s):  # `--DCodeXMagics.memory=256M` on the command line
         return s
+
+
+# The Limits field each limit trait of DCodeXMagics sets (Limits checks the value, maximum too).
+_LIMIT_OF = {"timeout": "wall_s", "cpu_time": "cpu_s", "memory": "memory",
+             "output_limit": "output"}
 
 
 class Seconds(_Parsed):
@@ -99,12 +105,14 @@ class Size(_Parsed):
 class DCodeXMagics(Magics):
     """Run C, C++ and Python cells in the DCodeX sandbox."""
 
-    timeout = Seconds(help="Wall-clock limit of each run (default 10 s, or $DCODEX_TIMEOUT).").tag(config=True)
-    cpu_time = Seconds(help="CPU-time limit of each run (default 10 s, or $DCODEX_CPU_TIME).").tag(config=True)
-    memory = Size(help="Memory limit of each run (default 512 MiB, or $DCODEX_MEMORY).").tag(config=True)
-    output_limit = Size(
-        help="Cap on stdout+stderr of each run (default 1 MiB, or $DCODEX_OUTPUT_LIMIT)."
-    ).tag(config=True)
+    timeout = Seconds(help="Wall-clock limit of each run (default 10 s, or $DCODEX_TIMEOUT; "
+                      + at_most("wall_s") + ").").tag(config=True)
+    cpu_time = Seconds(help="CPU-time limit of each run (default 10 s, or $DCODEX_CPU_TIME; "
+                       + at_most("cpu_s") + ").").tag(config=True)
+    memory = Size(help="Memory limit of each run (default 512 MiB, or $DCODEX_MEMORY; "
+                  + at_most("memory") + ").").tag(config=True)
+    output_limit = Size(help="Cap on stdout+stderr of each run (default 1 MiB, or "
+                        "$DCODEX_OUTPUT_LIMIT; " + at_most("output") + ").").tag(config=True)
     cflags = Unicode("", help="Compiler flags put before each cell's --cflags.").tag(config=True)
     ldflags = Unicode("", help="Link flags put before each cell's --ldflags.").tag(config=True)
     cache = Bool(True, help="Use the build cache unless a cell says --no-cache.").tag(config=True)
@@ -215,7 +223,9 @@ class DCodeXMagics(Magics):
         except OptionError as e:
             raise UsageError(str(e)) from None
 
-    def _run(self, ns, code, language: Language, local_ns):
+    def _request(self, ns, code, language: Language, local_ns) -> Request:
+        """The Request of a parsed cell or `%dcodex run`, with the session defaults; a
+        UsageError (the clear error of a magic) for a bad one."""
         if ns.out is not None and not ns.out.isidentifier():
             raise UsageError(f"--out: {ns.out!r} is not a variable name")
         stdin = self._stdin_var(ns.stdin_var, local_ns) if ns.stdin_var else None
@@ -226,11 +236,13 @@ class DCodeXMagics(Magics):
         if ns.cache is None:
             ns.cache = self.cache
         try:
-            request = request_from(ns, code=code, language=language, base=self.limits(),
-                                   stdin=stdin, color=self._color())
+            return request_from(ns, code=code, language=language, base=self.limits(),
+                                stdin=stdin, color=self._color())
         except (OptionError, ValueError) as e:
             raise UsageError(str(e)) from None
 
+    def _run(self, ns, code, language: Language, local_ns):
+        request = self._request(ns, code, language, local_ns)
         console = _Console()
         result, interrupted = run_live(self.backend, request, console.write, console.flush)
 

@@ -33,27 +33,37 @@ class _Parser(argparse.ArgumentParser):
         raise OptionError(message or self.format_help())
 
 
-def _typed(parse, what):
+def _typed(parse, what, limit):
+    """An argparse type: parse the text, then check it against `Limits` (which owns the maxima)."""
     def convert(text):
         try:
-            return parse(text)
+            value = parse(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(f"{what}: {e}") from None
+        try:
+            return Limits.check(limit, value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     convert.__name__ = what
     return convert
+
+
+def at_most(limit: str) -> str:
+    return f"at most {Limits.show(limit, Limits.MAX[limit])}"
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options every front door understands, with one meaning everywhere."""
     g = parser.add_argument_group("limits and input")
-    g.add_argument("--timeout", metavar="SECONDS", type=_typed(parse_seconds, "timeout"),
-                   help="wall-clock limit of the run (e.g. 10, 2.5s, 500ms)")
-    g.add_argument("--cpu-time", metavar="SECONDS", type=_typed(parse_seconds, "cpu time"),
-                   help="CPU-time limit of the run")
-    g.add_argument("--memory", metavar="SIZE", type=_typed(parse_size, "memory"),
-                   help="memory (address space) limit, e.g. 256M, 2G")
-    g.add_argument("--output-limit", metavar="SIZE", type=_typed(parse_size, "output limit"),
-                   help="cap on stdout+stderr together, e.g. 64K, 1M")
+    g.add_argument("--timeout", metavar="SECONDS", type=_typed(parse_seconds, "timeout", "wall_s"),
+                   help=f"wall-clock limit of the run (e.g. 10, 2.5s, 500ms; {at_most('wall_s')})")
+    g.add_argument("--cpu-time", metavar="SECONDS", type=_typed(parse_seconds, "cpu time", "cpu_s"),
+                   help=f"CPU-time limit of the run ({at_most('cpu_s')})")
+    g.add_argument("--memory", metavar="SIZE", type=_typed(parse_size, "memory", "memory"),
+                   help=f"memory (address space) limit, e.g. 256M, 2G ({at_most('memory')})")
+    g.add_argument("--output-limit", metavar="SIZE",
+                   type=_typed(parse_size, "output limit", "output"),
+                   help=f"cap on stdout+stderr together, e.g. 64K, 1M ({at_most('output')})")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--stdin", metavar="TEXT",
                      help=r"text fed to the program's stdin; escapes like \n and \t are understood")

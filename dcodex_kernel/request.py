@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from decimal import Decimal
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 
@@ -48,14 +49,15 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 <
 
 
 def parse_size(text: str | int) -> int:
-    """'256M', '2G', '512k', '1.5GiB', '4096' → bytes (binary units)."""
-    if isinstance(text, int):
+    """'256M', '2G', '512k', '1.5GiB', '4096' → bytes (binary units). Exact for any length of
+    digits: whether the size is too large for a limit is `Limits`' to say."""
+    if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
         if not m:
             raise ValueError(f"invalid size {text!r} (use e.g. 256M, 2G, 65536)")
-        value = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+        value = int(Decimal(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
     if value <= 0:
         raise ValueError(f"size must be positive, got {text!r}")
     return value
@@ -63,20 +65,22 @@ def parse_size(text: str | int) -> int:
 
 def parse_seconds(text: str | float) -> float:
     """'10', '2.5', '2.5s', '500ms' → seconds."""
-    if isinstance(text, (int, float)):
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
     else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*", str(text), re.IGNORECASE)
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*", str(text), re.IGNORECASE)
         if not m:
             raise ValueError(f"invalid duration {text!r} (use e.g. 10, 2.5s, 500ms)")
         value = float(m.group(1)) / (1000 if (m.group(2) or "").lower() == "ms" else 1)
-    if not (value > 0 and math.isfinite(value)):
+    if math.isnan(value) or value <= 0:
         raise ValueError(f"duration must be positive, got {text!r}")
+    if math.isinf(value):
+        raise ValueError(f"duration {text!r} is too large")
     return value
 
 
 def format_size(n: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             value = n / scale
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
@@ -100,9 +104,62 @@ class Limits:
 
     def __post_init__(self):
         for f in fields(self):
-            value = getattr(self, f.name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"limit {f.name} must be positive, got {value!r}")
+            self.check(f.name, getattr(self, f.name))
+
+    # The largest value of each limit: what the engine can honour everywhere (a selector
+    # timeout, an rlimit an ordinary user may set, a tmpfs size). Every front door's values end
+    # up here: a Limits above these cannot be made.
+    MAX = {
+        "wall_s": 3600.0,  # 1 h
+        "cpu_s": 3600.0,  # 1 h
+        "memory": 64 << 30,  # 64 GiB of address space
+        "output": 1 << 30,  # 1 GiB
+        "processes": 4096,
+        "file_size": 16 << 30,
+        "open_files": 4096,  # a common hard RLIMIT_NOFILE, which an ordinary user cannot raise
+        "disk": 16 << 30,
+    }
+    # What a person calls each limit (the option or setting that sets it), for messages.
+    LABELS = {"cpu_s": "cpu time", "wall_s": "timeout", "memory": "memory",
+              "output": "output limit", "processes": "processes", "file_size": "file size",
+              "open_files": "open files", "disk": "disk"}
+    _SECONDS = ("cpu_s", "wall_s")
+
+    @classmethod
+    def check(cls, name: str, value):
+        """`value` if it is a valid `name` limit, else ValueError with a message fit to show."""
+        label = cls.LABELS.get(name, name)
+        seconds = name in cls._SECONDS
+        if isinstance(value, bool) or not isinstance(value, (int, float) if seconds else int):
+            kind = "a number of seconds" if seconds else "a whole number"
+            raise ValueError(f"{label} must be {kind}, got {value!r}")
+        if not value > 0:  # NaN too
+            raise ValueError(f"{label} must be positive, got {value!r}")
+        top = cls.MAX.get(name)
+        if top is not None and value > top:
+            try:
+                shown = f" of {cls.show(name, value)}"
+            except (OverflowError, ValueError):  # too many digits to print
+                shown = ""
+            raise ValueError(f"{label}{shown} is above the maximum of {cls.show(name, top)}")
+        return value
+
+    @classmethod
+    def show(cls, name: str, value) -> str:
+        """A limit's value as a person reads it: '3600 s', '64 GiB', '4096'."""
+        if name in cls._SECONDS:
+            value = float(value)
+            return f"{value:.0f} s" if value.is_integer() and value < 1e15 else f"{value:g} s"
+        if name in ("processes", "open_files"):
+            return str(value)
+        return format_size(value)
+
+    @classmethod
+    def maxima(cls) -> str:
+        """'wall 3600 s, cpu 3600 s, memory 64 GiB, …': the maxima, for help texts."""
+        short = {"wall_s": "wall", "cpu_s": "cpu", "output": "output"}  # as describe() says
+        return ", ".join(f"{short.get(name, cls.LABELS[name])} {cls.show(name, top)}"
+                         for name, top in cls.MAX.items())
 
     # Environment variables a kernel (or any front door) reads its defaults from.
     ENV = {
@@ -121,7 +178,7 @@ class Limits:
         for var, (name, parse) in cls.ENV.items():
             if environ.get(var):
                 try:
-                    changes[name] = parse(environ[var])
+                    changes[name] = cls.check(name, parse(environ[var]))
                 except ValueError as e:
                     raise ValueError(f"{var}: {e}") from None
         return replace(base or cls(), **changes)

@@ -73,6 +73,12 @@ def test_flags_and_lang_override(program):
     (["run", "x.c", "--stdin", "a", "--stdin-file", "b"], "not allowed with argument"),
     (["run", "/nonexistent/x.c"], "No such file"),
     (["frobnicate"], "invalid choice"),
+    (["run", "x.c", "--timeout", "999999999"], "timeout of 999999999 s is above the maximum of 3600 s"),
+    (["run", "x.c", "--cpu-time", "1e99"], "invalid duration '1e99'"),
+    (["run", "x.c", "--cpu-time", "3601"], "cpu time of 3601 s is above the maximum of 3600 s"),
+    (["run", "x.c", "--memory", "99999T"], "memory of 99999 TiB is above the maximum of 64 GiB"),
+    (["run", "x.c", "--output-limit", "2G"], "output limit of 2 GiB is above the maximum of 1 GiB"),
+    (["run", "x.c", "--timeout", "1" * 400], "is too large"),
 ])
 def test_bad_invocations_are_clear_errors(args, message):
     proc = dcodex(*args)
@@ -80,11 +86,32 @@ def test_bad_invocations_are_clear_errors(args, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("var, value, message", [
+    ("DCODEX_TIMEOUT", "999999999", "DCODEX_TIMEOUT: timeout of 999999999 s is above the maximum"),
+    ("DCODEX_CPU_TIME", "1e99", "DCODEX_CPU_TIME: invalid duration '1e99'"),
+    ("DCODEX_MEMORY", "99999T", "DCODEX_MEMORY: memory of 99999 TiB is above the maximum of 64 GiB"),
+    ("DCODEX_MAX_PROCESSES", "100000", "DCODEX_MAX_PROCESSES: processes of 100000 is above the maximum of 4096"),
+])
+def test_absurd_limits_from_the_environment_are_refused(program, var, value, message):
+    path = program("ok.py", "print('RAN')")
+    proc = dcodex("run", path, env={**os.environ, var: value})
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "RAN" not in proc.stdout and "Traceback" not in proc.stderr and "internal_error" not in proc.stderr
+
+
+def test_limits_at_their_maximum_are_taken(program):
+    path = program("ok.py", "print('RAN')")
+    proc = dcodex("run", path, "--timeout", "3600", "--cpu-time", "3600",
+                  "--memory", "64G", "--output-limit", "1G")
+    assert proc.returncode == 0 and proc.stdout == "RAN\n", proc.stderr
+
+
 def test_help_explains_options_and_defaults():
     proc = dcodex("run", "--help")
     assert proc.returncode == 0
-    for word in ("--timeout", "--memory", "--stdin-file", "--json", "exit code", "Defaults: wall 10 s"):
-        assert word in proc.stdout
+    for word in ("--timeout", "--memory", "--stdin-file", "--json", "exit code", "Defaults: wall 10 s",
+                 "at most 3600 s", "at most 64 GiB", "Maxima: wall 3600 s, cpu 3600 s, memory 64 GiB"):
+        assert word in " ".join(proc.stdout.split())  # argparse wraps lines
 
 
 def test_doctor_reports_isolation():

@@ -216,6 +216,32 @@ def test_bad_option_is_a_clear_error(c_kernel):
     assert "fortran" in run.errors[0]["evalue"]
 
 
+@pytest.mark.parametrize("header, message", [
+    ("%%dcodex --timeout 999999999", "timeout of 999999999 s is above the maximum of 3600 s"),
+    ("%%dcodex --cpu-time 1e99", "invalid duration '1e99'"),
+    ("%%dcodex --memory 99999T", "memory of 99999 TiB is above the maximum of 64 GiB"),
+    ("%dcodex --output-limit 2G", "output limit of 2 GiB is above the maximum of 1 GiB"),
+])
+def test_a_limit_above_its_maximum_is_an_option_error(c_kernel, header, message):
+    km, kc = c_kernel
+    body = "" if header.startswith("%dcodex") else '\n#include <stdio.h>\nint main(void) { puts("RAN"); }'
+    run = execute(kc, header + body)
+    error = single_error(run)
+    assert error["ename"] == "OptionError" and message in error["evalue"], error
+    assert "RAN" not in run.text() and "Traceback" not in "\n".join(error["traceback"])
+
+
+def test_an_absurd_limit_in_the_kernel_environment_is_reported_by_every_cell():
+    km, kc = start_kernel("dcodex-c", env={"DCODEX_TIMEOUT": "999999999"})
+    try:
+        for _ in range(2):
+            error = single_error(execute(kc, "int main(void) { return 0; }"))
+            assert error["ename"] == "OptionError"
+            assert "bad kernel environment: DCODEX_TIMEOUT: timeout of 999999999 s is above the maximum" in error["evalue"]
+    finally:
+        stop_kernel(km, kc)
+
+
 def test_header_help_is_output_not_an_error(c_kernel):
     km, kc = c_kernel
     run = execute(kc, "%%dcodex --help")

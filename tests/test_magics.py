@@ -285,6 +285,12 @@ def test_config_values_are_validated_and_read_from_config_files(ip, magics, monk
 
     with pytest.raises(TraitError, match="invalid size"):
         magics.memory = "lots"
+    with pytest.raises(TraitError, match="timeout of 1e\\+99 s is above the maximum of 3600 s"):
+        magics.timeout = 1e99  # `%config DCodeXMagics.timeout = 1e99`
+    with pytest.raises(TraitError, match="memory of 99999 TiB is above the maximum of 64 GiB"):
+        magics.memory = "99999T"
+    magics.timeout = "3600"  # the maximum itself is fine
+    assert magics.limits().wall_s == 3600
     c = Config()  # what ipython_config.py builds
     c.DCodeXMagics.timeout = "1500ms"
     c.DCodeXMagics.memory = "1G"
@@ -300,6 +306,11 @@ BAD_OPTIONS = [
     ("%%dcodex c --timeout soon", "invalid duration 'soon'"),
     ("%%dcodex c --memory -5", "invalid size '-5'"),
     ("%%dcodex c --memory", "expected one argument"),
+    ("%%dcodex c --timeout 999999999", "timeout of 999999999 s is above the maximum of 3600 s"),
+    ("%%dcodex c --cpu-time 1e99", "invalid duration '1e99'"),
+    ("%%dcodex c --memory 99999T", "memory of 99999 TiB is above the maximum of 64 GiB"),
+    ("%dcodex config --timeout 999999999", "timeout of 999999999 s is above the maximum"),
+    ("%dcodex run x.c --output-limit 2G", "output limit of 2 GiB is above the maximum of 1 GiB"),
     ("%%dcodex c --stdin x --stdin-var y", "not allowed with argument"),
     ("%%dcodex c --stdin-var no_such_variable", "no variable named 'no_such_variable'"),
     ("%%dcodex c --stdin-var n", "is a int, not str or bytes"),
