@@ -36,9 +36,22 @@ $(STAMP): pyproject.toml
 
 setup: system-deps $(STAMP)
 
+# JupyterLab listens on loopback only. It refuses to run as root without --allow-root, so root
+# gets that flag (and a note); no browser is opened as root or without a display: JupyterLab
+# prints the URL (with its token) to open instead. JUPYTER_ARGS adds options, e.g. --port=0.
+JUPYTER_ARGS ?=
+
 run: setup
 	$(BIN)/dcodex install --sys-prefix
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	@flags="--ip=127.0.0.1"; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  flags="$$flags --allow-root --no-browser"; \
+	  echo "note: running as root: JupyterLab gets --allow-root (it refuses root otherwise), on 127.0.0.1 only"; \
+	elif [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
+	  flags="$$flags --no-browser"; \
+	fi; \
+	echo "JupyterLab on notebooks/: open the http://127.0.0.1:... URL it prints below (Ctrl-C stops it)"; \
+	exec $(BIN)/jupyter lab --notebook-dir=notebooks $$flags $(JUPYTER_ARGS)
 
 test: setup ipython8
 	$(BIN)/python -m pytest --nbval
