@@ -64,6 +64,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--output-limit", metavar="SIZE",
                    type=_typed(parse_size, "output limit", "output"),
                    help=f"cap on stdout+stderr together, e.g. 64K, 1M ({at_most('output')})")
+    g.add_argument("--disk", metavar="SIZE", type=_typed(parse_size, "disk", "disk"),
+                   help="room for the files the program writes (its dir, /tmp, /dev/shm together), "
+                        f"e.g. 16M ({at_most('disk')})")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--stdin", metavar="TEXT",
                      help=r"text fed to the program's stdin; escapes like \n and \t are understood")
@@ -161,6 +164,7 @@ def unescape(text: str) -> bytes:
 def limits_from(ns: argparse.Namespace, base: Limits) -> Limits:
     changes = {name: getattr(ns, opt) for opt, name in (
         ("timeout", "wall_s"), ("cpu_time", "cpu_s"), ("memory", "memory"), ("output_limit", "output"),
+        ("disk", "disk"),
     ) if getattr(ns, opt, None) is not None}
     return replace(base, **changes)
 

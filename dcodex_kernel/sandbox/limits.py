@@ -18,8 +18,9 @@ AS_BACKSTOP_MIN = 1 << 30
 
 
 def rlimit_args(limits: Limits, *, own_uid: bool, memory_cgroup: bool = False) -> list[str]:
-    # CPU: the supervisor enforces the run's total; RLIMIT_CPU per process stays as a backstop.
-    cpu = max(1, math.ceil(limits.cpu_s))
+    # CPU: the supervisor enforces the run's total; RLIMIT_CPU per process stays as a backstop,
+    # a second later, so that the supervisor (not a child's own limit) ends a run at its budget.
+    cpu = math.ceil(limits.cpu_s) + 1
     memory = limits.memory
     if memory_cgroup:
         memory = max(memory * AS_BACKSTOP_FACTOR, memory + AS_BACKSTOP_MIN)

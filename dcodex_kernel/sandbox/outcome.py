@@ -58,7 +58,9 @@ def classify(exit: ProcessExit, limits: Limits) -> tuple[Status, str, int | None
         return Status.INTERNAL_ERROR, f"sandbox ended without a status (code {exit.launcher_code})", code, sig
 
     failed = code != 0
-    if sig == signal.SIGKILL and exit.own_oom:
+    # Memory is the run's too: a process of it killed at the run's own cgroup limit makes the
+    # run memory_limit, even if the main process went on to exit 0.
+    if exit.own_oom:
         return Status.MEMORY_LIMIT, f"Memory limit of {format_size(limits.memory)} reached", code, sig
     if sig == signal.SIGKILL and exit.oom_kills > 0:
         return (Status.MEMORY_LIMIT, "Killed by the system's out-of-memory killer "

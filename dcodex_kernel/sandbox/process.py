@@ -94,7 +94,9 @@ def run_process(
 def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, output, group):
     # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
     # fine: the thread that starts a run is blocked in this generator until the run ends.
-    cmd = [launcher_path(), *caps.launcher_flags(), "-P", str(os.getpid())]
+    # argv[0] is a bare name: the run can read its init's command line (/proc/1/cmdline), and
+    # the launcher's path would tell it where the engine user's cache and home are.
+    cmd = ["dcodex-launch", *caps.launcher_flags(), "-P", str(os.getpid())]
     cmd += ["-d", str(limits.disk)] if workspace.workdir is None else ["-w", workspace.workdir]
     if workspace.uid is not None:
         cmd += ["-u", str(workspace.uid), "-g", str(workspace.gid)]
@@ -114,7 +116,7 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cmd, executable=launcher_path(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=workspace.workdir or "/", env=env, pass_fds=(stats_w, *caps.inherited_fds(), *fds),
             start_new_session=True,
         )
