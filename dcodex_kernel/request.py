@@ -119,6 +119,9 @@ class Limits:
         "open_files": 4096,  # a common hard RLIMIT_NOFILE, which an ordinary user cannot raise
         "disk": 16 << 30,
     }
+    # The smallest, where the engine cannot go lower: memory is set in whole pages (less than one
+    # left the sandbox nothing to start in, an internal error).
+    MIN = {"memory": 4096}
     # What a person calls each limit (the option or setting that sets it), for messages.
     LABELS = {"cpu_s": "cpu time", "wall_s": "timeout", "memory": "memory",
               "output": "output limit", "processes": "processes", "file_size": "file size",
@@ -135,6 +138,10 @@ class Limits:
             raise ValueError(f"{label} must be {kind}, got {value!r}")
         if not value > 0:  # NaN too
             raise ValueError(f"{label} must be positive, got {value!r}")
+        bottom = cls.MIN.get(name)
+        if bottom is not None and value < bottom:
+            raise ValueError(f"{label} of {cls.show(name, value)} is below the minimum of "
+                             f"{cls.show(name, bottom)}")
         top = cls.MAX.get(name)
         if top is not None and value > top:
             try:

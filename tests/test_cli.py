@@ -79,6 +79,7 @@ def test_flags_and_lang_override(program):
     (["run", "x.c", "--memory", "99999T"], "memory of 99999 TiB is above the maximum of 64 GiB"),
     (["run", "x.c", "--output-limit", "2G"], "output limit of 2 GiB is above the maximum of 1 GiB"),
     (["run", "x.c", "--timeout", "1" * 400], "is too large"),
+    (["run", "x.c", "--memory", "100"], "memory of 100 B is below the minimum of 4 KiB"),
 ])
 def test_bad_invocations_are_clear_errors(args, message):
     proc = dcodex(*args)

@@ -90,7 +90,7 @@ def assert_honourable(request):
         for name, top in Limits.MAX.items():
             value = getattr(limits, name, None)
             if value is not None:
-                assert 0 < value <= top, (name, value)
+                assert Limits.MIN.get(name, 0) <= value <= top and value > 0, (name, value)
 
 
 def assert_clear(error: BaseException):
