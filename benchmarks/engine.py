@@ -5,6 +5,9 @@ measured in the same run (the compiled binary / the interpreter started directly
 
 Target (issue 2): a build-cache hit costs <= 3 ms more than the bare binary; a Python run
 <= 3 ms more than the bare interpreter. Medians, because this machine is shared and noisy.
+
+A second table adds the sandbox's layers one at a time to a cached C run (issue 8: the whole
+confinement <= +8 ms over the bare rlimit layer; issue 14: the cost of cgroup accounting).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -97,8 +101,53 @@ def main() -> None:
             cold_s = f"{cold:12.1f}" if cold is not None else f"{'n/a':>12}"
             print(f"{lang:<8} {cold_s} {warm:10.2f} {floor:8.2f} {warm - floor:+9.2f} {warm / floor:6.2f}  {floor_name}")
         print("\ntarget: overhead <= +3.00 ms for cached C/C++ runs and for Python")
+        layer_table(caps, tmp, opts.repeat)
     finally:
         shutil.rmtree(tmp)
+
+
+def layer_table(caps: isolation.Capabilities, tmp: str, repeat: int) -> None:
+    """A cached C hello with the sandbox's layers added one at a time, each next to the bare
+    binary in the same run."""
+    bare = isolation.Capabilities(root=caps.root, pid_namespace=False, user_namespace=False,
+                                  python_exe=caps.python_exe)
+    levels = [("rlimits + private dir (bare layer)", bare)]
+    if caps.pid_namespace:
+        levels.append(("+ pid, ipc, net namespaces", replace(
+            caps, filesystem=False, seccomp=False, cgroup=None)))
+    if caps.filesystem:
+        levels.append(("+ confined filesystem", replace(caps, seccomp=False, cgroup=None)))
+    if caps.seccomp:
+        levels.append(("+ seccomp", replace(caps, cgroup=None)))
+    if caps.cgroup:
+        levels.append(("+ cgroup (memory, pids, cpu)", caps))
+    code = HELLO[Language.C]
+    exe = os.path.join(tmp, "hello-c")
+    rec = recipe(Language.C)
+    src = os.path.join(tmp, "layers.c")
+    with open(src, "w") as f:
+        f.write(code)
+    subprocess.run([*rec.compiler(), *rec.default_flags, src, "-o", exe], check=True)
+    cache = BuildCache(os.path.join(tmp, "layer-cache"))
+    backends = [LocalBackend(cache, caps=c) for _, c in levels]
+
+    def runner(backend):
+        def run():
+            result = collect(backend.execute(Request(Language.C, code)))
+            assert result.ok and result.stdout == "hello\n", result
+        return run
+
+    times = median_ms(*(runner(b) for b in backends),
+                      lambda: subprocess.run([exe], stdout=subprocess.PIPE, check=True), repeat=repeat)
+    floor = times[-1]
+    print(f"\ncached C hello by sandbox layer: medians of {repeat} runs, milliseconds "
+          f"(bare binary: {floor:.2f} ms)\n")
+    header = f"{'layers':<36} {'run':>7} {'over floor':>10} {'over bare layer':>15}"
+    print(header)
+    print("-" * len(header))
+    for (name, _), ms in zip(levels, times):
+        print(f"{name:<36} {ms:7.2f} {ms - floor:+10.2f} {ms - times[0]:+15.2f}")
+    print("\ntarget: the full confinement <= +8.00 ms over the bare layer")
 
 
 if __name__ == "__main__":

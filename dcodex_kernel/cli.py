@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lang", help="language, if not clear from FILE's extension (c, cpp, python)")
     run.add_argument("--json", action="store_true",
                      help="print one JSON object (result, stdout, stderr) instead of streaming")
+    run.add_argument("--strict", action="store_true", default=None,
+                     help="refuse to run unless every sandbox layer (pid and network namespaces, "
+                          "the confined filesystem, seccomp) is available here; also DCODEX_STRICT=1")
     add_run_options(run)
 
     sub.add_parser("doctor", help="show the backend, the limits and the active isolation layers")
@@ -103,7 +106,7 @@ def _run(ns) -> int:
         # through it; the program itself is in its own session and never sees the SIGINT.
         previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
         try:
-            for event in get_backend().execute(request, cancel):
+            for event in get_backend(strict=ns.strict).execute(request, cancel):
                 if isinstance(event, Result):
                     result = event
                 elif ns.json:

@@ -199,7 +199,15 @@ class DCodeXKernel(Kernel):
         return (f"DCodeX {__version__}: each cell is a {DISPLAY[self.lang]} program, run in a "
                 f"sandbox ({toolchain(self.lang)}).\n"
                 "Start a cell with `%%dcodex [LANG] [options]` to change its language or limits; "
-                "`%dcodex` shows the limits and isolation in force.")
+                "`%dcodex` shows the limits and isolation in force." + self._confinement_warning())
+
+    def _confinement_warning(self) -> str:
+        caps = getattr(self.backend, "caps", None)
+        missing = caps.strict_problems() if caps is not None else []
+        if not missing:
+            return ""
+        return (f"\nWARNING: programs are not fully confined on this machine (missing: "
+                f"{', '.join(missing)}); they can reach more of it than a cell should.")
 
     @property
     def help_links(self) -> list:

@@ -121,7 +121,9 @@ class Limits:
     }
     # The smallest, where the engine cannot go lower: memory is set in whole pages (less than one
     # left the sandbox nothing to start in, an internal error).
-    MIN = {"memory": 4096}
+    # A disk below 1 MiB cannot hold even a program's own files; 4 open files: stdin, stdout,
+    # stderr and the one the program opens.
+    MIN = {"memory": 4096, "disk": 1 << 20, "open_files": 4}
     # What a person calls each limit (the option or setting that sets it), for messages.
     LABELS = {"cpu_s": "cpu time", "wall_s": "timeout", "memory": "memory",
               "output": "output limit", "processes": "processes", "file_size": "file size",

@@ -523,3 +523,117 @@ def test_run_dir_with_locked_subdirectories_is_removed(backend):
 def test_program_is_the_oom_killers_first_choice(backend):
     result, timed = run(backend, "python", "print(open('/proc/self/oom_score_adj').read().strip())")
     assert text(timed) == "1000\n"
+
+
+# ---------------------------------------------------------------- confinement
+
+def test_program_has_no_privileges(backend):
+    """No capabilities to regain, no setuid gains (no_new_privs), and the seccomp filter."""
+    code = ("for line in open('/proc/self/status'):\n"
+            "    if line.split(':')[0] in ('CapBnd', 'CapEff', 'CapAmb', 'NoNewPrivs', 'Seccomp'):\n"
+            "        print(line.strip().replace('\\t', ' '))\n")
+    result, timed = run(backend, "python", code)
+    status = dict(line.split(": ", 1) for line in text(timed).splitlines())
+    assert status["CapBnd"] == status["CapEff"] == status["CapAmb"] == "0000000000000000"
+    assert status["NoNewPrivs"] == "1"
+    if "seccomp" in result.isolation:
+        assert status["Seccomp"] == "2"  # a filter is loaded
+
+
+def test_python_programs_import_the_engines_packages(backend):
+    """A package installed next to the kernel (psutil is in the engine's environment, not in
+    the system's) imports in a Python cell: the engine's interpreter and venv are visible."""
+    result, timed = run(backend, "python", "import sys, psutil\nprint(sys.prefix)")
+    assert result.status is Status.OK, result
+    if backend.caps.filesystem:
+        assert text(timed) == f"{sys.prefix}\n"
+
+
+def test_dcodex_python_picks_the_interpreter(tmp_path):
+    """DCODEX_PYTHON (read when the engine starts) names the interpreter Python programs get."""
+    other = shutil.which("python3", path="/usr/bin")
+    if other is None or os.path.realpath(other) == os.path.realpath(sys.executable):
+        pytest.skip("no second interpreter (/usr/bin/python3) on this machine")
+    script = ("import json, sys\nfrom dcodex_kernel.backends.local import LocalBackend\n"
+              "from dcodex_kernel.events import collect\nfrom dcodex_kernel.request import Request\n"
+              "r = collect(LocalBackend().execute(Request('python', 'import sys; print(sys.executable)')))\n"
+              "print(json.dumps([r.status.value, r.stdout]))\n")
+    env = {**os.environ, "DCODEX_PYTHON": other, "DCODEX_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    status, stdout = json.loads(out.stdout.splitlines()[-1])
+    assert status == "ok" and stdout == f"{os.path.abspath(other)}\n", out.stderr
+
+
+def test_strict_mode_refuses_a_machine_without_a_layer(tmp_path):
+    caps = isolation.detect()
+    weak = isolation.Capabilities(root=caps.root, pid_namespace=False, user_namespace=False)
+    result = collect(LocalBackend(BuildCache(tmp_path), caps=weak, strict=True).execute(
+        Request(Language.PYTHON, "print('should not run')")))
+    assert result.status is Status.REJECTED and result.stdout == ""
+    assert "strict mode" in result.message and "filesystem" in result.message and "seccomp" in result.message
+
+
+def test_strict_mode_runs_where_every_layer_is_there(tmp_path):
+    backend = LocalBackend(BuildCache(tmp_path), strict=True)
+    result = collect(backend.execute(Request(Language.PYTHON, "print('ran')")))
+    if backend.caps.strict_problems():
+        assert result.status is Status.REJECTED
+    else:
+        assert result.status is Status.OK and result.stdout == "ran\n"
+
+
+HOSTILE_LEFTOVERS = '''
+import os
+for i in range(1200):
+    os.mkdir("d")
+    os.chdir("d")
+os.chdir(os.environ["HOME"])
+os.makedirs("locked/inner")
+os.chmod("locked/inner", 0)
+os.chmod("locked", 0)
+os.symlink("/", "escape")
+os.symlink("/etc/passwd", "passwd")
+cwd = os.getcwd()
+os.chdir("/")
+for step in (lambda: os.rename(cwd, cwd + "-moved"), lambda: os.symlink("/", cwd)):
+    try:
+        step()
+    except OSError:
+        pass
+print("left a mess")
+'''
+
+
+def test_unconfined_cleanup_survives_what_a_program_leaves(degraded_backend, no_leftovers):
+    """Where the filesystem is not confined the run dir is on the host: a 1,200-deep tree,
+    mode-000 dirs, links to / and the run dir renamed and replaced by a link are all removed
+    without following a link or changing a mode outside it, and later runs still work."""
+    modes = {p: os.stat(p).st_mode for p in ("/", "/tmp", "/etc/passwd")}
+    result, timed = run(degraded_backend, "python", HOSTILE_LEFTOVERS)
+    assert result.status is Status.OK and text(timed) == "left a mess\n", result
+    assert {p: os.stat(p).st_mode for p in modes} == modes
+    assert not [d for d in os.listdir("/tmp") if d.startswith("dcodex-run-") and d.endswith("-moved")]
+    again, timed = run(degraded_backend, "python", "print('still fine')")
+    assert again.status is Status.OK and text(timed) == "still fine\n"
+
+
+# Each step of the build (cc1, as, collect2) runs the script: it must not fail the second time.
+@pytest.mark.parametrize("plant", ["ln -sf /etc/passwd main", "rm -f main; mkfifo main",
+                                   "echo x > f; ln -f f main"])
+def test_unconfined_compile_output_must_be_a_program_of_the_run(degraded_backend, plant):
+    """A compile wrapper that leaves a link, a FIFO or a hard link as the program: refused
+    (never followed, never blocked on), even without a confined filesystem."""
+    request = Request(Language.C, '#include <stdio.h>\nint main(void) { puts("x"); }\n',
+                      cflags=("-wrapper", f"/bin/sh,-c,{plant}"), cache=False)
+    result = collect(degraded_backend.execute(request))
+    assert result.status is Status.COMPILE_ERROR and "refused" in result.message, result
+
+
+def test_disk_too_small_for_the_program_is_rejected(backend):
+    """A program (here 2 MiB of initialised data) larger than its --disk cannot be put in its
+    run dir: a clear rejected, not an internal error."""
+    code = '#include <stdio.h>\nstatic char big[2 << 20] = {1};\nint main(int argc, char **argv) { (void)argv; printf("%d\\n", big[argc * 4096]); }\n'
+    result = collect(backend.execute(Request(Language.C, code, limits=Limits(disk=1 << 20))))
+    if not backend.caps.filesystem:
+        pytest.skip("no confined filesystem here: --disk bounds nothing")
+    assert result.status is Status.REJECTED and "Disk limit of 1 MiB" in result.message, result

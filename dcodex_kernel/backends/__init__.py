@@ -17,7 +17,9 @@ class Backend(Protocol):
         """What a person should know about this backend (shown by `%dcodex` and `dcodex doctor`)."""
 
 
-def get_backend() -> Backend:
+def get_backend(*, strict: bool | None = None) -> Backend:
+    """The backend front doors run on. `strict`: refuse to run where a sandbox layer is missing
+    (None: $DCODEX_STRICT decides)."""
     from .local import LocalBackend
 
-    return LocalBackend()
+    return LocalBackend(strict=strict)

@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psutil
 
@@ -45,6 +45,7 @@ class Capabilities:
     seccomp: bool = False  # the launcher's seccomp filter
     cgroup: cgroups.CgroupSupport | None = None  # one memory/pids/cpu cgroup per run
     binds: tuple[str, ...] = field(default=(), compare=False)  # read-only host paths shown
+    python_exe: str = ""  # the interpreter for Python programs, chosen with the binds
 
     def launcher_flags(self) -> list[str]:
         flags = []
@@ -111,8 +112,9 @@ class Capabilities:
                 "space per process (RLIMIT_AS), peak = the sum of the processes' resident sets")
 
     def python(self) -> str:
-        """The interpreter Python programs run with under these layers."""
-        return python_interpreter(confined=self.filesystem, other_uid=self.root)
+        """The interpreter Python programs run with under these layers ($DCODEX_PYTHON, read
+        when the engine starts, or the engine's own)."""
+        return self.python_exe or python_interpreter(confined=self.filesystem, other_uid=self.root)
 
     def strict_problems(self) -> list[str]:
         have = set(self.layers())
@@ -123,18 +125,24 @@ class Capabilities:
 def detect() -> Capabilities:
     binds = _visible_paths()
     seccomp = "seccomp" in launcher_features()
-    if os.geteuid() == 0:
+    root = os.geteuid() == 0
+    if root:
         pidns = _launcher_works(["-n"])
         fs = pidns and _launcher_works(["-n", "-m", *_bind_flags(binds)])
-        return Capabilities(root=True, pid_namespace=pidns, user_namespace=False,
+        caps = Capabilities(root=True, pid_namespace=pidns, user_namespace=False,
                             netns_fd=_empty_network_namespace() if pidns else None,
                             filesystem=fs, seccomp=seccomp and _launcher_works(["-S"]),
                             cgroup=cgroups.detect(), binds=binds)
-    userns = _launcher_works(["-n", "-N", "-U"])
-    fs = userns and _launcher_works(["-n", "-N", "-U", "-m", *_bind_flags(binds)])
-    return Capabilities(root=False, pid_namespace=userns, user_namespace=userns, filesystem=fs,
-                        seccomp=seccomp and _launcher_works(["-S"]), cgroup=cgroups.detect(),
-                        binds=binds)
+    else:
+        userns = _launcher_works(["-n", "-N", "-U"])
+        fs = userns and _launcher_works(["-n", "-N", "-U", "-m", *_bind_flags(binds)])
+        caps = Capabilities(root=False, pid_namespace=userns, user_namespace=userns, filesystem=fs,
+                            seccomp=seccomp and _launcher_works(["-S"]), cgroup=cgroups.detect(),
+                            binds=binds)
+    try:
+        return replace(caps, python_exe=python_interpreter(confined=caps.filesystem, other_uid=root))
+    except FileNotFoundError:
+        return caps  # no usable interpreter: Python runs say so when they start
 
 
 def _visible_paths() -> tuple[str, ...]:

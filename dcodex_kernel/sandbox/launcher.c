@@ -43,6 +43,9 @@
  *   -S          load the seccomp filter (see install_seccomp) before exec
  *   -l RES=SOFT:HARD  an rlimit for the program; repeatable
  *   -V          print the compiled-in features ("seccomp") and exit
+ *
+ * Exit codes of its own: 125 it could not start the program, 124 the input files do not fit
+ * the run's tmpfs (-d too small).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -75,7 +78,8 @@
 
 #define MAX_LIMITS 16
 #define MAX_LIST 32
-#define NOTE_FD 1023 /* where the program's runtime reports a failed allocation */
+#define NOTE_FD 1023
+#define NO_ROOM 124 /* exit code: the input files do not fit the run's tmpfs */ /* where the program's runtime reports a failed allocation */
 #define STAGE "/tmp"  /* where A stages the new root, inside its own mount namespace */
 
 static struct { int res; rlim_t soft, hard; } limits[MAX_LIMITS];
@@ -278,7 +282,13 @@ static void copy_inputs(int dirfd, uid_t owner) {
         int out = openat(dirfd, inputs[i].name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                          inputs[i].mode);
         if (out < 0) die(inputs[i].name);
-        if (copy_fd(inputs[i].fd, out, 0) < 0) die(inputs[i].name);
+        if (copy_fd(inputs[i].fd, out, 0) < 0) {
+            if (errno == ENOSPC) { /* the program's own files do not fit its disk (-d) */
+                fprintf(stderr, "dcodex-launch: no room for %s in the run's disk\n", inputs[i].name);
+                _exit(NO_ROOM);
+            }
+            die(inputs[i].name);
+        }
         if (fchmod(out, inputs[i].mode) < 0) die(inputs[i].name);
         if (owner != (uid_t)-1 && fchown(out, owner, owner) < 0) die(inputs[i].name);
         close(out);

@@ -8,7 +8,7 @@ import signal
 
 from ..events import Status
 from ..request import Limits, format_size
-from .process import LAUNCH_FAILED, ProcessExit
+from .process import LAUNCH_FAILED, LAUNCH_NO_ROOM, ProcessExit
 
 # What a program says when an allocation fails under RLIMIT_AS.
 _OOM_TEXT = re.compile(
@@ -52,6 +52,9 @@ def classify(exit: ProcessExit, limits: Limits) -> tuple[Status, str, int | None
     if exit.wait_status is None:
         if exit.own_oom:  # the run's init itself was the OOM killer's choice
             return Status.MEMORY_LIMIT, f"Memory limit of {format_size(limits.memory)} reached", code, sig
+        if exit.launcher_code == LAUNCH_NO_ROOM:
+            return (Status.REJECTED, f"Disk limit of {format_size(limits.disk)} is too small for the "
+                    "program's own files", code, sig)
         if exit.launcher_code == LAUNCH_FAILED:
             detail = exit.stderr_tail.decode(errors="replace").strip().splitlines()
             return Status.INTERNAL_ERROR, (detail[-1] if detail else "sandbox failed to start"), code, sig

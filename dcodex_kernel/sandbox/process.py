@@ -29,6 +29,7 @@ READ_SIZE = 1 << 16
 COALESCE_S = 0.002
 STDERR_TAIL = 4096  # bytes of stderr kept to recognise out-of-memory messages
 LAUNCH_FAILED = 125  # the launcher's own exit code when it could not start the program
+LAUNCH_NO_ROOM = 124  # ... when the program's own files did not fit in its disk
 
 
 @dataclass

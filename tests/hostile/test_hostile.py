@@ -241,6 +241,7 @@ def test_case(engine_run: EngineRun, name: str):
     assert result["status"] == expect, where
     for text in case.want:
         assert text in result["stdout"], where
+    assert case.message in result["message"], where
     for text in case.forbid:
         assert text not in result["stdout"] + result["stderr"], where
     limits = request_from(parse_header(case.options), code="", language=Language.parse(case.language),
