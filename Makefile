@@ -13,8 +13,11 @@ help:
 	@echo "make test   set up, then run the whole test suite (engine, kernel, magics, notebooks, browser)"
 	@echo "make bench  print the benchmark tables (benchmarks/)"
 
-# apt packages: bubblewrap (sandbox isolation, used where present), chromium (browser test).
-APT_PACKAGES := bubblewrap chromium
+# apt packages: libseccomp-dev (the sandbox launcher, built on first use, links Debian's
+# libseccomp for its system-call filter; without it runs lack that layer and say so),
+# python3-psutil (the hostile suite runs the engine as an ordinary user with the system Python),
+# chromium (browser test).
+APT_PACKAGES := libseccomp-dev python3-psutil chromium
 
 system-deps:
 	@missing=""; for pkg in $(APT_PACKAGES); do \
