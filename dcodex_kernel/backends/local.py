@@ -69,7 +69,8 @@ class LocalBackend:
             "degraded": list(caps.missing()),
             "accounting": caps.accounting(),
             "strict": self.strict,
-            "visible_to_programs": list(caps.binds) if caps.filesystem else ["everything your user can read"],
+            "visible_to_programs": [*caps.binds, *caps.python_binds] if caps.filesystem
+                                   else ["everything your user can read"],
             "build_cache": str(self.cache.root),
         }
         for lang in ("c", "cpp"):
@@ -129,7 +130,8 @@ class LocalBackend:
             try:
                 exit = yield from run_process(argv, workspace=ws, caps=caps, env=env,
                                               limits=request.limits, stdin=request.stdin,
-                                              cancel=cancel, phase="run", inputs=inputs)
+                                              cancel=cancel, phase="run", inputs=inputs,
+                                              python=not rec.compiles)
             finally:
                 if program is not None:
                     os.close(program)

@@ -76,28 +76,30 @@ def run_process(
     phase: str = "run",
     inputs: tuple[tuple[str, int, int], ...] = (),
     output: tuple[str, int] | None = None,
+    python: bool = False,
 ) -> Generator[Output, None, ProcessExit]:
     """Yield Output events while `argv` runs; return its ProcessExit. `inputs` are
     (name, fd, mode) files copied into the program's work dir first; `output` is (name, fd): that
     file of the work dir is copied to fd afterwards if it is a regular file of the program's.
+    `python`: the program is the Python interpreter (its prefixes are shown to it).
     Closing the generator early (client gone, exception) still kills every process of the run."""
     group = cgroups.RunCgroup(caps.cgroup, memory=limits.memory, tasks=limits.processes + 2) \
         if caps.cgroup else None
     try:
         exit = yield from _run(argv, workspace, caps, env, limits, stdin, cancel, phase,
-                               inputs, output, group)
+                               inputs, output, group, python)
     finally:
         if group is not None:
             group.close()
     return exit
 
 
-def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, output, group):
+def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, output, group, python):
     # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
     # fine: the thread that starts a run is blocked in this generator until the run ends.
     # argv[0] is a bare name: the run can read its init's command line (/proc/1/cmdline), and
     # the launcher's path would tell it where the engine user's cache and home are.
-    cmd = ["dcodex-launch", *caps.launcher_flags(), "-P", str(os.getpid())]
+    cmd = ["dcodex-launch", *caps.launcher_flags(python=python), "-P", str(os.getpid())]
     cmd += ["-d", str(limits.disk)] if workspace.workdir is None else ["-w", workspace.workdir]
     if workspace.uid is not None:
         cmd += ["-u", str(workspace.uid), "-g", str(workspace.gid)]
@@ -155,6 +157,8 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
                 break
         if stopped_for:
             usage.sample()
+            if group is not None:
+                group.kill()
             _kill_run(proc, caps)
         for stream, text in pump.flush():
             yield Output(stream, text, phase)
