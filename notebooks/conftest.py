@@ -11,6 +11,11 @@
 - Cells that fail on purpose are tagged `raises-exception`; cells whose output depends on the
   machine (e.g. `%dcodex`, which lists the isolation layers in force) are tagged
   `nbval-ignore-output`. Tags work in every language; `# NBVAL_*` comments only in Python cells.
+- `raises-exception` only *allows* a cell to fail: nbval finds a cell that no longer fails by
+  comparing its outputs (the stored error is missing), which `nbval-ignore-output` turns off. So a
+  cell with both tags (one whose stderr depends on the machine, e.g. a memory bomb: killed at its
+  cgroup's limit as root, a failed allocation otherwise) is checked here instead: it must still
+  end with the stored error, the same exception and (sanitized) message.
 - To refresh the stored outputs after editing a notebook: `python notebooks/run_notebooks.py`.
 """
 
@@ -65,6 +70,29 @@ def pytest_runtest_setup(item):
         _session["changes"] = prepare(_session["tmp"])
     with patched_environ(_session["changes"]):
         yield
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _is_notebook_cell(item) and item.options.get("check_exception") and not item.options.get("check"):
+            item.runtest = _must_end_with_stored_error(item, item.runtest)
+
+
+def _must_end_with_stored_error(item, runtest):
+    """item.runtest, then: the live outputs end with the stored error (nbval compares nothing)."""
+
+    def run():
+        runtest()
+        errors = [(out["ename"], item.sanitize(out["evalue"]))
+                  for out in item.test_outputs or () if out.get("output_type") == "error"]
+        stored = [(out["ename"], item.sanitize(out["evalue"]))
+                  for out in item.cell.outputs if out.get("output_type") == "error"]
+        if errors != stored:
+            item.raise_cell_error(
+                "Cell tagged raises-exception and nbval-ignore-output did not end with its stored error",
+                f"stored: {stored}\nnow:    {errors}")
+
+    return run
 
 
 def pytest_unconfigure(config):
