@@ -109,8 +109,10 @@ class Capabilities:
     def accounting(self) -> str:
         """How the run's CPU and memory limits are enforced (for `dcodex doctor`)."""
         if self.cgroup:
-            return (f"{self.cgroup.describe()}: memory limit = the run's cgroup memory limit, "
-                    "CPU = the cgroup's total")
+            cpu = "the cgroup's total" if "cpu" in self.cgroup.parents else \
+                "summed over the run's processes while it runs"
+            return (f"{self.cgroup.describe()}: memory limit = the run's cgroup memory limit "
+                    f"(all its processes together), CPU = {cpu}")
         return ("sampling: CPU summed over the run's processes while it runs, memory = address "
                 "space per process (RLIMIT_AS), peak = the sum of the processes' resident sets")
 

@@ -179,7 +179,9 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
         cpu_s, peak = max(cpu_s, stats[1]), max(peak, stats[2])
     own_oom = False
     if group is not None:  # the kernel's own figures for the whole run
-        cpu_s, peak = max(cpu_s, group.cpu_s()), group.peak_memory() or peak
+        if group.counts_cpu:
+            cpu_s = max(cpu_s, group.cpu_s())
+        peak = group.peak_memory() or peak
         own_oom = group.oom_kills() > 0
     return ProcessExit(
         wait_status=wait_status, cpu_s=cpu_s, wall_s=wall_s, peak_memory=peak,
@@ -203,10 +205,10 @@ class _Usage:
 
     def next_interval(self, cpu_left: float) -> float:
         interval = max(CHECK_MIN_S, cpu_left / self.cores)
-        return interval if self.group else min(interval, SAMPLE_MAX_S)
+        return interval if self.group else min(interval, SAMPLE_MAX_S)  # (the peak is sampled)
 
     def sample(self) -> float:
-        if self.group is not None:
+        if self.group is not None and self.group.counts_cpu:
             self.cpu_s = max(self.cpu_s, self.group.cpu_s())
             self.processes = max(self.processes, self.group.task_count() - 2)  # less L and A
             return self.cpu_s
