@@ -23,6 +23,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -113,6 +114,23 @@ def _ordinary_user() -> pwd.struct_passwd:
     return pwd.getpwnam(USER)
 
 
+def _readable_copy() -> str:
+    """The package and the runner, copied where any user can read them."""
+    top = tempfile.mkdtemp(prefix="dcodex-hostile-code-")
+    os.chmod(top, 0o755)
+    checkout = os.path.dirname(os.path.dirname(HERE))
+    shutil.copytree(os.path.join(checkout, "dcodex_kernel"), os.path.join(top, "dcodex_kernel"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    os.makedirs(os.path.join(top, "tests", "hostile"))
+    for name in ("runner.py", "cases.py"):
+        shutil.copy(os.path.join(HERE, name), os.path.join(top, "tests", "hostile", name))
+    for dirpath, dirs, files in os.walk(top):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+    return top
+
+
 def _plant(home: str, uid: int, gid: int) -> dict:
     """The engine user's secrets, as a real home holds them."""
     files = {
@@ -174,14 +192,15 @@ def engine_run(request, tmp_path_factory) -> EngineRun:
         shutil.rmtree(home, ignore_errors=True)
         os.makedirs(home, mode=0o750)
         as_user = {"user": uid, "group": gid, "extra_groups": []}
+        code = _readable_copy()  # the checkout may sit where the user cannot read (e.g. /root)
+        request.addfinalizer(lambda: shutil.rmtree(code, ignore_errors=True))
         probe = subprocess.run([SYSTEM_PYTHON, "-c",
                                 "import psutil, sys; sys.path.insert(0, sys.argv[1]); import dcodex_kernel",
-                                os.path.dirname(os.path.dirname(HERE))],
-                               capture_output=True, text=True, cwd="/", **as_user)
+                                code], capture_output=True, text=True, cwd="/", **as_user)
         if probe.returncode != 0:
             pytest.skip(f"the ordinary user cannot run the engine with {SYSTEM_PYTHON} "
-                        f"(needs python3-psutil and a readable checkout): {probe.stderr.strip()[-300:]}")
-        argv = [SYSTEM_PYTHON, RUNNER]
+                        f"(needs Debian's python3-psutil): {probe.stderr.strip()[-300:]}")
+        argv = [SYSTEM_PYTHON, os.path.join(code, "tests", "hostile", "runner.py")]
     else:
         home = str(tmp_path_factory.mktemp(f"hostile-home-{mode}"))
         uid, gid = os.getuid(), os.getgid()
