@@ -550,18 +550,19 @@ def test_python_programs_import_the_engines_packages(backend):
 
 
 def test_dcodex_python_picks_the_interpreter(tmp_path):
-    """DCODEX_PYTHON (read when the engine starts) names the interpreter Python programs get."""
-    other = shutil.which("python3", path="/usr/bin")
-    if other is None or os.path.realpath(other) == os.path.realpath(sys.executable):
-        pytest.skip("no second interpreter (/usr/bin/python3) on this machine")
+    """DCODEX_PYTHON (read when the engine starts) names the interpreter Python programs get:
+    here a venv made under /tmp, whose prefix a confined run must see inside its own /tmp."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    other = str(venv / "bin" / "python")
     script = ("import json, sys\nfrom dcodex_kernel.backends.local import LocalBackend\n"
               "from dcodex_kernel.events import collect\nfrom dcodex_kernel.request import Request\n"
-              "r = collect(LocalBackend().execute(Request('python', 'import sys; print(sys.executable)')))\n"
-              "print(json.dumps([r.status.value, r.stdout]))\n")
-    env = {**os.environ, "DCODEX_PYTHON": other, "DCODEX_CACHE_DIR": str(tmp_path)}
+              "r = collect(LocalBackend().execute(Request('python', 'import sys; print(sys.executable, sys.prefix)')))\n"
+              "print(json.dumps([r.status.value, r.message, r.stdout]))\n")
+    env = {**os.environ, "DCODEX_PYTHON": other, "DCODEX_CACHE_DIR": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
-    status, stdout = json.loads(out.stdout.splitlines()[-1])
-    assert status == "ok" and stdout == f"{os.path.abspath(other)}\n", out.stderr
+    status, message, stdout = json.loads(out.stdout.splitlines()[-1])
+    assert status == "ok" and stdout == f"{other} {venv}\n", (message, out.stderr)
 
 
 def test_strict_mode_refuses_a_machine_without_a_layer(tmp_path):

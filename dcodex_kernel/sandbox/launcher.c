@@ -227,8 +227,6 @@ static void build_root(long tmpfs_bytes, uid_t owner) {
     if (syscall(SYS_pivot_root, STAGE, STAGE "/oldroot") < 0) die("pivot_root");
     if (chdir("/") < 0) die("chdir /");
 
-    for (int i = 0; i < nbinds; i++) bind_host_path(binds[i]);
-
     mkdirs("/newroot/proc", 0555);
     if (mount("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) die("mount /proc");
 
@@ -259,6 +257,10 @@ static void build_root(long tmpfs_bytes, uid_t owner) {
         if (i == 0 && owner != (uid_t)-1 && chown(places[i][0], owner, owner) < 0) die("chown /box");
         bind_mount(places[i][0], places[i][1], 0);
     }
+
+    /* After the private places: a bound path under /tmp (a venv in a temp dir) then lands in
+     * the run's own /tmp instead of being hidden by it. */
+    for (int i = 0; i < nbinds; i++) bind_host_path(binds[i]);
 
     if (mount(NULL, "/newroot/dev", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) < 0)
         die("remount /dev read-only");
