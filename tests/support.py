@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
+import shutil
+import subprocess
 import time
 
 import psutil
@@ -168,3 +171,22 @@ def _move_self(cgroup_dir: str) -> None:
     # cgroup.procs moves the whole thread group.
     with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
         f.write(str(os.getpid()))
+
+
+def ordinary_user(name: str) -> pwd.struct_passwd:
+    """An ordinary user to run an engine as (the suite runs as root): `name`, made with useradd
+    if missing. Skips, with the reason, where none can be made."""
+    import pytest
+
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    if not shutil.which("useradd"):
+        pytest.skip(f"no user {name} and no useradd to create one")
+    made = subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/sh", name],
+                          capture_output=True, text=True)
+    try:
+        return pwd.getpwnam(name)  # made, or made meanwhile by another test run
+    except KeyError:
+        pytest.fail(f"useradd {name} failed: {made.stderr}")

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import psutil
 import pytest
 
+from .support import ordinary_user
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER = "dcodex-test-user"
 KERNELS = {"dcodex-c", "dcodex-cpp", "dcodex-python"}
@@ -234,18 +236,7 @@ def test_make_run_serves_jupyterlab_with_the_dcodex_kernels():
 def _ordinary_user() -> pwd.struct_passwd:
     if os.geteuid() != 0:
         pytest.skip("the suite runs as an ordinary user: the test above is this check")
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        pass
-    if not shutil.which("useradd"):
-        pytest.skip(f"no user {USER} and no useradd to create one")
-    made = subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/sh", USER],
-                          capture_output=True, text=True)
-    try:
-        return pwd.getpwnam(USER)  # made, or made meanwhile by another test run
-    except KeyError:
-        pytest.fail(f"useradd {USER} failed: {made.stderr}")
+    return ordinary_user(USER)
 
 
 _NOT_COPIED = (".git", ".venv", ".venv-ipython8", "__pycache__", ".pytest_cache", ".hypothesis",

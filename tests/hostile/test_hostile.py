@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pwd
 import shutil
 import socket
 import stat
@@ -34,7 +33,7 @@ import pytest
 from dcodex_kernel.options import parse_header, request_from
 from dcodex_kernel.request import Language, Limits
 
-from ..support import PidsCgroup, is_sandbox_uid, wait_until
+from ..support import PidsCgroup, is_sandbox_uid, ordinary_user, wait_until
 from ..test_examples import ALL as EXAMPLES
 from .cases import MARKER, Case, cases
 
@@ -98,20 +97,6 @@ class Listener:
         self._stop.set()
         self._thread.join()
         self.sock.close()
-
-
-def _ordinary_user() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        pass
-    if not shutil.which("useradd"):
-        pytest.skip(f"no user {USER} and no useradd to create one")
-    made = subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/sh", USER],
-                          capture_output=True, text=True)
-    if made.returncode != 0 and "already exists" not in made.stderr:
-        pytest.fail(f"useradd {USER}: {made.stderr}")
-    return pwd.getpwnam(USER)
 
 
 def _readable_copy() -> str:
@@ -187,7 +172,7 @@ def engine_run(request, tmp_path_factory) -> EngineRun:
     if mode == "root" and not am_root:
         pytest.skip("the suite runs as an ordinary user: only the ordinary-user mode can run here")
     if mode == "user" and am_root:
-        user = _ordinary_user()
+        user = ordinary_user(USER)
         home, uid, gid = user.pw_dir, user.pw_uid, user.pw_gid
         shutil.rmtree(home, ignore_errors=True)
         os.makedirs(home, mode=0o750)
