@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="show the backend, the limits and the active isolation layers")
 
+    _add_serve(sub)
+
     inst = sub.add_parser(
         "install", help="install the Jupyter kernelspecs dcodex-c, dcodex-cpp, dcodex-python",
         description="Install the three DCodeX kernelspecs, started by this Python interpreter. "
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return _doctor()
     if ns.command == "install":
         return _install(ns)
+    if ns.command == "serve":
+        return _serve(ns)
     return _run(ns)
 
 
@@ -177,3 +181,110 @@ def _doctor() -> int:
         return 2
     print(describe(get_backend(), limits))
     return 0
+
+
+def _add_serve(sub) -> None:
+    from .options import _typed
+    from .request import parse_seconds, parse_size
+
+    serve = sub.add_parser(
+        "serve", help="serve the sandbox over gRPC (the DCodeX protocol)",
+        description="Serve the DCodeX gRPC protocol (service dcodex.CodeExecutor, and the standard "
+        "health service) over this machine's sandbox. Every request is clamped to the maxima. "
+        "DCodeX's flag names are accepted too. SIGTERM drains the runs in flight, then exits.")
+    net = serve.add_argument_group("network and security")
+    net.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1; another address needs a token "
+                          "and TLS, or --insecure)")
+    net.add_argument("--port", type=int, default=50051, help="port (default 50051; 0: any free port)")
+    net.add_argument("--token-file", metavar="PATH",
+                     help="clients must send this bearer token (default: $DCODEX_TOKEN, if set)")
+    net.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
+    net.add_argument("--tls-key", metavar="PEM", help="... and this private key")
+    net.add_argument("--insecure", action="store_true",
+                     help="allow a non-loopback --host without token and TLS")
+    work = serve.add_argument_group("capacity")
+    work.add_argument("--max-concurrent", "--max_concurrent_sandboxes", dest="max_concurrent",
+                      type=int, default=10, metavar="N", help="sandboxes at once (default 10)")
+    work.add_argument("--queue-length", type=int, default=100, metavar="N",
+                      help="requests that may wait for a sandbox; more get RESOURCE_EXHAUSTED "
+                           "(default 100)")
+    work.add_argument("--result-cache-entries", type=int, default=1000, metavar="N",
+                      help="successful runs kept for replay, 1 h each (default 1000; 0: none)")
+    work.add_argument("--grace", type=float, default=70.0, metavar="SECONDS",
+                      help="on SIGTERM, how long the runs in flight may take (default 70)")
+    work.add_argument("--strict", action="store_true",
+                      help="refuse every run where a sandbox layer is missing")
+    lim = serve.add_argument_group("limits (a request that sets none gets the default)")
+    for names, dest, parse, what, name, default in (
+        (("--cpu-time", "--sandbox_cpu_time_limit_seconds"), "cpu_s", parse_seconds, "cpu time", "cpu_s", "1 s"),
+        (("--timeout", "--sandbox_wall_clock_timeout_seconds"), "wall_s", parse_seconds, "timeout", "wall_s", "2 s"),
+        (("--memory", "--sandbox_memory_limit_bytes"), "memory", parse_size, "memory", "memory", "4 GiB"),
+        (("--output-limit", "--sandbox_max_output_bytes"), "output", parse_size, "output limit", "output", "10240 B"),
+    ):
+        lim.add_argument(*names, dest=dest, type=_typed(parse, what, name), metavar="VALUE",
+                         help=f"default {what} of a run (default {default})")
+    for option, dest, parse, what, name, default in (
+        ("--max-cpu-time", "max_cpu_s", parse_seconds, "cpu time", "cpu_s", "60 s"),
+        ("--max-timeout", "max_wall_s", parse_seconds, "timeout", "wall_s", "60 s"),
+        ("--max-memory", "max_memory", parse_size, "memory", "memory", "4 GiB"),
+        ("--max-output-limit", "max_output", parse_size, "output limit", "output", "1 MiB"),
+    ):
+        lim.add_argument(option, dest=dest, type=_typed(parse, what, name), metavar="VALUE",
+                         help=f"the most a request may ask for (default {default})")
+    lim.add_argument("--max-code-bytes", type=int, default=1 << 20, metavar="N",
+                     help="largest source accepted (default 1 MiB)")
+    lim.add_argument("--max-stdin-bytes", type=int, default=8 << 20, metavar="N",
+                     help="largest stdin accepted (default 8 MiB)")
+
+
+def serve_config(ns, environ=None):
+    """The ServerConfig `dcodex serve` options describe; ValueError or OSError for a bad one."""
+    from dataclasses import replace as _replace
+
+    from .server import DCODEX_DEFAULTS, DEFAULT_MAXIMA, ServerConfig
+
+    environ = os.environ if environ is None else environ
+    token = None
+    if ns.token_file:
+        with open(ns.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+        if not token:
+            raise ValueError(f"--token-file {ns.token_file} is empty")
+    elif environ.get("DCODEX_TOKEN"):
+        token = environ["DCODEX_TOKEN"].strip()
+    cert = key = None
+    if ns.tls_cert or ns.tls_key:
+        if not (ns.tls_cert and ns.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        with open(ns.tls_cert, "rb") as f:
+            cert = f.read()
+        with open(ns.tls_key, "rb") as f:
+            key = f.read()
+    defaults = _replace(DCODEX_DEFAULTS, **{k: getattr(ns, k) for k in ("cpu_s", "wall_s", "memory", "output")
+                                            if getattr(ns, k) is not None})
+    maxima = _replace(DEFAULT_MAXIMA, **{k: getattr(ns, f"max_{k}") for k in ("cpu_s", "wall_s", "memory", "output")
+                                         if getattr(ns, f"max_{k}") is not None})
+    config = ServerConfig(
+        host=ns.host, port=ns.port, max_concurrent=ns.max_concurrent, queue_length=ns.queue_length,
+        defaults=defaults, maxima=maxima, token=token, tls_cert=cert, tls_key=key,
+        insecure=ns.insecure, strict=ns.strict, max_code_bytes=ns.max_code_bytes,
+        max_stdin_bytes=ns.max_stdin_bytes, result_cache_entries=ns.result_cache_entries,
+        grace_s=ns.grace)
+    config.check()
+    return config
+
+
+def _serve(ns) -> int:
+    try:
+        config = serve_config(ns)
+    except (ValueError, OSError) as e:
+        print(f"dcodex serve: {e}", file=sys.stderr)
+        return 2
+    from .server import serve
+
+    try:
+        return serve(config)
+    except OSError as e:
+        print(f"dcodex serve: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,203 @@
+"""The remote backend: send a Request to a `dcodex serve` (or any DCodeX Kernel server) and turn
+its ExecutionLog stream back into the same Events the local backend yields.
+
+The run goes over the bidirectional `Session` RPC: the request first, then, if the CancelToken
+fires, a cancel message, which the server answers with the run's Result once nothing of it is
+left. A server that does not answer a cancel in time, or a consumer that stops reading, has the
+RPC itself cancelled (the server kills the run then too). Whatever goes wrong on the way, the
+caller gets exactly one Result: an unreachable server is one `internal_error` naming it.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+from typing import Iterator
+
+from ..cancel import CancelToken
+from ..events import Event, Result, Status
+from ..request import Request
+
+CONNECT_TIMEOUT_S = 5.0
+CANCEL_GRACE_S = 5.0  # after a cancel, how long the server has to send the Result
+
+
+class RemoteBackend:
+    def __init__(self, address: str, token: str | None = None, tls_ca: bytes | str | None = None,
+                 *, strict: bool = False, connect_timeout: float = CONNECT_TIMEOUT_S):
+        self.address = address
+        self.token = token or None
+        if isinstance(tls_ca, str):  # a path
+            with open(tls_ca, "rb") as f:
+                tls_ca = f.read()
+        self.tls_ca = tls_ca
+        self.strict = strict
+        self.connect_timeout = connect_timeout
+        self._channel = None
+        self._lock = threading.Lock()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _stub(self):
+        import grpc
+
+        from ..proto import dcodex_pb2_grpc as pb_grpc
+
+        with self._lock:
+            if self._channel is None:
+                options = [("grpc.max_receive_message_length", 64 << 20)]
+                if self.tls_ca is not None:
+                    creds = grpc.ssl_channel_credentials(root_certificates=self.tls_ca)
+                    self._channel = grpc.secure_channel(self.address, creds, options)
+                else:
+                    self._channel = grpc.insecure_channel(self.address, options)
+            return pb_grpc.CodeExecutorStub(self._channel), self._channel
+
+    def _metadata(self):
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def _connect(self) -> str | None:
+        """None once the channel is up, else why it is not."""
+        import grpc
+
+        _, channel = self._stub()
+        try:
+            grpc.channel_ready_future(channel).result(timeout=self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            return (f"cannot reach DCodeX server at {self.address}: no connection within "
+                    f"{self.connect_timeout:g} s")
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+
+    def _failure(self, error) -> Result:
+        import grpc
+
+        code = error.code() if hasattr(error, "code") else None
+        details = (error.details() if hasattr(error, "details") else None) or str(error)
+        if code is grpc.StatusCode.INVALID_ARGUMENT:
+            return Result(Status.REJECTED, f"the server refused the request: {details}")
+        if code is grpc.StatusCode.UNAVAILABLE:
+            return Result(Status.INTERNAL_ERROR,
+                          f"cannot reach DCodeX server at {self.address}: {details}")
+        if code is grpc.StatusCode.UNAUTHENTICATED:
+            return Result(Status.INTERNAL_ERROR, f"DCodeX server at {self.address} refused the "
+                          f"token ({details}); set DCODEX_TOKEN or --token-file")
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return Result(Status.INTERNAL_ERROR, f"DCodeX server at {self.address} is busy: {details}")
+        if code is grpc.StatusCode.CANCELLED:
+            return Result(Status.CANCELLED, "Interrupted")
+        name = code.name if code is not None else type(error).__name__
+        return Result(Status.INTERNAL_ERROR, f"DCodeX server at {self.address}: {name}: {details}")
+
+    # -- the Backend protocol ------------------------------------------------------------------
+
+    def execute(self, request: Request, cancel: CancelToken | None = None) -> Iterator[Event]:
+        try:
+            import grpc
+
+            from ..proto import dcodex_pb2 as pb
+            from ..proto.convert import events_from_pb, request_to_pb
+        except ImportError as e:
+            yield Result(Status.INTERNAL_ERROR, f"the remote backend needs grpcio and protobuf: {e}")
+            return
+        if cancel is not None and cancel.cancelled:
+            yield Result(Status.CANCELLED, "Interrupted")
+            return
+        problem = self._connect()
+        if problem:
+            yield Result(Status.INTERNAL_ERROR, problem)
+            return
+        stub, _ = self._stub()
+        done = threading.Event()  # the response stream is over
+        cancel_sent = threading.Event()
+
+        def messages():  # consumed by a gRPC thread, which may block here
+            yield pb.ClientMessage(request=request_to_pb(request, strict=self.strict))
+            while not done.is_set():
+                if cancel is None:
+                    done.wait()
+                    return
+                try:
+                    ready, _, _ = select.select([cancel.fileno()], [], [], 0.2)
+                except (OSError, ValueError):  # the token was closed: the run is over
+                    return
+                if ready and not done.is_set():  # ask the server to stop the run
+                    cancel_sent.set()
+                    yield pb.ClientMessage(cancel=True)
+                    done.wait()
+                    return
+
+        call = stub.Session(messages(), metadata=self._metadata(), wait_for_ready=False)
+        timer = None
+        result = None
+        try:
+            for log in call:
+                if cancel_sent.is_set() and timer is None:  # bound the wait for the answer
+                    timer = threading.Timer(CANCEL_GRACE_S, call.cancel)
+                    timer.daemon = True
+                    timer.start()
+                for event in events_from_pb(log):
+                    if isinstance(event, Result):
+                        result = event
+                    else:
+                        yield event
+            if result is None:
+                result = Result(Status.INTERNAL_ERROR, f"DCodeX server at {self.address} ended "
+                                "the stream without a result")
+        except grpc.RpcError as e:
+            result = self._failure(e)
+            if cancel_sent.is_set() or (cancel is not None and cancel.cancelled):
+                result = Result(Status.CANCELLED, "Interrupted")
+        finally:
+            done.set()
+            if timer is not None:
+                timer.cancel()
+            if result is None:  # the consumer stopped early: the server kills the run
+                call.cancel()
+        yield result
+
+    def metrics(self, timeout: float = 3.0):
+        """The server's SystemMetrics (raises grpc.RpcError when it cannot be had)."""
+        from ..proto import dcodex_pb2 as pb
+
+        stub, _ = self._stub()
+        return stub.GetSystemMetrics(pb.EmptyRequest(), timeout=timeout, metadata=self._metadata())
+
+    def describe(self) -> dict:
+        info = {"backend": "remote", "server": self.address,
+                "security": ", ".join(["TLS" if self.tls_ca else "no TLS",
+                                       "token" if self.token else "no token"])}
+        try:
+            import grpc
+
+            try:
+                m = self.metrics()
+            except grpc.RpcError as e:
+                info["server_status"] = self._failure(e).message
+                return info
+        except ImportError as e:
+            info["server_status"] = f"grpcio is not installed: {e}"
+            return info
+        info.update({
+            "server_version": m.version or "unknown (not a DCodeX Kernel server)",
+            "isolation": list(m.isolation), "degraded": list(m.degraded),
+            "workers": f"{m.active_workers} active, {m.idle_workers} idle, {m.queued_requests} "
+                       f"queued (queue {m.queue_length})",
+            "server_max": _show_limits(m.max_limits),
+            "server_defaults": _show_limits(m.default_limits),
+        })
+        return info
+
+
+def _show_limits(limits) -> str:
+    from ..request import format_size
+
+    return (f"wall {limits.wall_time_s:g} s, cpu {limits.cpu_time_s:g} s, memory "
+            f"{format_size(limits.memory_bytes) if limits.memory_bytes else '?'}, output "
+            f"{format_size(limits.output_bytes) if limits.output_bytes else '?'}")
+

@@ -1,0 +1,99 @@
+"""Request and Events <-> the wire messages of dcodex.proto. The messages are only an encoding:
+the meaning stays with `Request`, `Output` and `Result`. (Imports protobuf, not grpc.)"""
+
+from __future__ import annotations
+
+from ..events import Event, Output, Result, Status
+from ..request import Limits, Request
+from . import dcodex_pb2 as pb
+
+STATUS_TO_PB = {status: pb.Status.Value(status.name) for status in Status}
+STATUS_FROM_PB = {number: status for status, number in STATUS_TO_PB.items()}
+PHASE_TO_PB = {"run": pb.RUN, "compile": pb.COMPILE}
+PHASE_FROM_PB = {pb.RUN: "run", pb.COMPILE: "compile", pb.PHASE_UNSPECIFIED: "run"}
+
+# Limits field -> its field in the wire `Limits` message.
+LIMIT_FIELDS = {"cpu_s": "cpu_time_s", "wall_s": "wall_time_s", "memory": "memory_bytes",
+                "output": "output_bytes", "processes": "processes",
+                "file_size": "file_size_bytes", "open_files": "open_files", "disk": "disk_bytes"}
+
+
+def limits_to_pb(limits: Limits) -> pb.Limits:
+    return pb.Limits(**{wire: getattr(limits, name) for name, wire in LIMIT_FIELDS.items()})
+
+
+def request_to_pb(request: Request, *, strict: bool = False) -> pb.CodeRequest:
+    message = pb.CodeRequest(
+        language=request.language.value, code=request.code,
+        limits=limits_to_pb(request.limits), cflags=request.cflags, ldflags=request.ldflags,
+        args=request.args, cache=request.cache, color=request.color, strict=strict)
+    try:
+        message.stdin_data = request.stdin.decode("utf-8")
+    except UnicodeDecodeError:
+        message.stdin_bytes = request.stdin
+    return message
+
+
+def text(value: str) -> str:
+    """`value` as valid UTF-8 (protobuf refuses lone surrogates)."""
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def output_to_pb(event: Output) -> pb.ExecutionLog:
+    log = pb.ExecutionLog(phase=PHASE_TO_PB.get(event.phase, pb.RUN))
+    if event.stream == "stdout":
+        log.stdout_chunk = text(event.text)
+    else:
+        log.stderr_chunk = text(event.text)
+    return log
+
+
+def dcodex_note(result: Result) -> str:
+    """What a DCodeX server tells a failure as on stderr, for clients that know only that."""
+    lines = []
+    if result.status is Status.WALL_TIMEOUT:
+        lines.append("ERROR: Wall-clock timeout exceeded")
+    elif result.signal:
+        lines.append(f"ERROR: Process killed by signal: {result.signal}")
+    elif result.exit_code:
+        lines.append(f"ERROR: Process exited with non-zero status: {result.exit_code}")
+    if result.status not in (Status.OK, Status.WALL_TIMEOUT, Status.SIGNALED, Status.RUNTIME_ERROR):
+        what = "Compilation failed: " if result.status is Status.COMPILE_ERROR else ""
+        lines.append(f"ERROR: {what}{result.message or result.status.value}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def result_to_pb(result: Result, *, elapsed_s: float = 0.0) -> pb.ExecutionLog:
+    """The last message of a run: DCodeX's statistics and notes, and our Result fields."""
+    wall_ms = result.wall_s * 1000 if result.wall_s > 0 else elapsed_s * 1000
+    log = pb.ExecutionLog(
+        status=STATUS_TO_PB[result.status], message=text(result.message),
+        signal=result.signal or 0, cpu_time_s=result.cpu_s, wall_time_s=result.wall_s,
+        peak_memory_bytes=result.peak_memory, execution_time_ms=max(wall_ms, 0.001),
+        wall_clock_timeout=result.status is Status.WALL_TIMEOUT,
+        output_truncated=result.truncated, build_cached=result.cached,
+        isolation=result.isolation, phase=pb.NOTE, stderr_chunk=dcodex_note(result))
+    if result.exit_code is not None:
+        log.exit_code = result.exit_code
+    return log
+
+
+def events_from_pb(log: pb.ExecutionLog) -> list[Event]:
+    """The events one message carries: output chunks, or (the last message) the Result. The
+    last message's stderr text is the server's note for DCodeX clients, not program output."""
+    if log.status != pb.STATUS_UNSPECIFIED:
+        return [Result(
+            STATUS_FROM_PB.get(log.status, Status.INTERNAL_ERROR), log.message,
+            exit_code=log.exit_code if log.HasField("exit_code") else None,
+            signal=log.signal or None, cpu_s=log.cpu_time_s, wall_s=log.wall_time_s,
+            peak_memory=log.peak_memory_bytes, truncated=log.output_truncated,
+            cached=log.build_cached or log.cache_hit, isolation=tuple(log.isolation))]
+    if log.phase == pb.NOTE:
+        return []
+    phase = PHASE_FROM_PB.get(log.phase, "run")
+    events = []
+    if log.stdout_chunk:
+        events.append(Output("stdout", log.stdout_chunk, phase))
+    if log.stderr_chunk:
+        events.append(Output("stderr", log.stderr_chunk, phase))
+    return events

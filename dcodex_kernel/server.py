@@ -1,0 +1,600 @@
+"""`dcodex serve`: the DCodeX-compatible gRPC service (dcodex.proto) over the local engine.
+
+Each request is clamped to the server's maxima, waits for one of `max_concurrent` sandbox slots
+(fairly across clients; past the queue: RESOURCE_EXHAUSTED), then runs on LocalBackend in a
+thread of its own. That engine thread never waits for the client: events go into a mailbox that
+the gRPC handler drains, so a slow or stalled reader cannot keep a program past its wall limit,
+and what the mailbox holds is bounded by the run's output cap. A client that cancels or goes
+away has its program killed at once (the RPC's termination callback cancels the run's
+CancelToken). Successful runs are kept in a result cache (LRU, TTL, full-key compare) and
+replayed with `cache_hit`. SIGTERM drains the runs in flight, then exits.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hmac
+import ipaddress
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field, replace
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from . import __version__
+from .backends.local import LocalBackend
+from .build_cache import BuildCache
+from .cancel import CancelToken
+from .events import Output, Result, Status
+from .proto import dcodex_pb2 as pb
+from .proto import dcodex_pb2_grpc as pb_grpc
+from .proto.convert import LIMIT_FIELDS, limits_to_pb, output_to_pb, result_to_pb
+from .request import Language, Limits, Request
+
+log = logging.getLogger(__name__)
+
+SERVICE = "dcodex.CodeExecutor"
+
+# DCodeX's defaults for a request that sets no limit.
+DCODEX_DEFAULTS = Limits(cpu_s=1.0, wall_s=2.0, memory=4 << 30, output=10240)
+# The most a request may ask for unless the operator says otherwise (others: Limits' defaults).
+DEFAULT_MAXIMA = Limits(cpu_s=60.0, wall_s=60.0, memory=4 << 30, output=1 << 20)
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_concurrent: int = 10  # sandboxes running at once
+    queue_length: int = 100  # requests waiting for a slot; more: RESOURCE_EXHAUSTED
+    defaults: Limits = DCODEX_DEFAULTS
+    maxima: Limits = DEFAULT_MAXIMA
+    token: str | None = None
+    tls_cert: bytes | None = None
+    tls_key: bytes | None = None
+    insecure: bool = False  # allow a non-loopback address without token and TLS
+    strict: bool = False  # refuse every run where a sandbox layer is missing
+    max_code_bytes: int = 1 << 20
+    max_stdin_bytes: int = 8 << 20
+    max_flags: int = 256  # words per list (cflags, ldflags, args)
+    max_flag_bytes: int = 4096  # bytes per word
+    result_cache_entries: int = 1000
+    result_cache_ttl_s: float = 3600.0
+    result_cache_bytes: int = 64 << 20
+    grace_s: float = 70.0  # SIGTERM: how long runs in flight may take to finish
+    build_cache: BuildCache | None = None
+
+    def check(self) -> None:
+        """ValueError with a message fit to show for a configuration that cannot serve."""
+        if self.max_concurrent < 1:
+            raise ValueError("--max-concurrent must be at least 1")
+        if self.queue_length < 0:
+            raise ValueError("--queue-length must not be negative")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port {self.port} is not a port number")
+        for name in LIMIT_FIELDS:
+            if getattr(self.defaults, name) > getattr(self.maxima, name):
+                raise ValueError(f"default {Limits.LABELS[name]} of "
+                                 f"{Limits.show(name, getattr(self.defaults, name))} is above the "
+                                 f"server's maximum of {Limits.show(name, getattr(self.maxima, name))}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.token is not None and not self.token.strip():
+            raise ValueError("the token is empty")
+        if not is_loopback(self.host) and not self.insecure and not (self.token and self.tls_cert):
+            raise ValueError(
+                f"refusing to serve on {self.host}, which is not a loopback address, without both "
+                "a token (--token-file or DCODEX_TOKEN) and TLS (--tls-cert/--tls-key); "
+                "--insecure overrides")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class BadRequest(ValueError):
+    """A request the server will not run: INVALID_ARGUMENT, with this message."""
+
+
+def clamp(message: pb.Limits, defaults: Limits, maxima: Limits) -> Limits:
+    """The run limits of a request: each unset (0) field the server's default, each one at most
+    the server's maximum. A negative or malformed value, or one below Limits' minimum, is a
+    BadRequest."""
+    values = {}
+    for name, wire in LIMIT_FIELDS.items():
+        value = getattr(message, wire)
+        if isinstance(value, float) and math.isnan(value) or value < 0:
+            raise BadRequest(f"limits.{wire} must be positive, got {value!r}")
+        if value == 0:
+            value = getattr(defaults, name)
+        value = min(value, getattr(maxima, name))
+        if name in ("cpu_s", "wall_s"):
+            value = float(value)
+        values[name] = value
+    try:
+        return Limits(**values)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+
+
+def request_from_pb(message: pb.CodeRequest, config: ServerConfig) -> Request:
+    """The Request a CodeRequest asks for, clamped to the server's maxima; BadRequest if the
+    server will not run it (too large, unknown language, ...)."""
+    try:
+        language = Language.parse(message.language)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+    code_bytes = len(message.code.encode("utf-8"))
+    if code_bytes > config.max_code_bytes:
+        raise BadRequest(f"code is {code_bytes} bytes, above the server's limit of "
+                         f"{config.max_code_bytes}")
+    stdin = message.stdin_bytes or message.stdin_data.encode("utf-8")
+    if len(stdin) > config.max_stdin_bytes:
+        raise BadRequest(f"stdin is {len(stdin)} bytes, above the server's limit of "
+                         f"{config.max_stdin_bytes}")
+    for name in ("cflags", "ldflags", "args"):
+        words = getattr(message, name)
+        if len(words) > config.max_flags:
+            raise BadRequest(f"{name} has {len(words)} words, above the server's limit of "
+                             f"{config.max_flags}")
+        for word in words:
+            if len(word.encode("utf-8")) > config.max_flag_bytes or "\0" in word:
+                raise BadRequest(f"a word of {name} is longer than {config.max_flag_bytes} bytes "
+                                 "or holds a NUL byte")
+    limits = clamp(message.limits, config.defaults, config.maxima)
+    return Request(language=language, code=message.code, stdin=stdin, limits=limits,
+                   cflags=tuple(message.cflags), ldflags=tuple(message.ldflags),
+                   args=tuple(message.args),
+                   cache=message.cache if message.HasField("cache") else True,
+                   color=message.color)
+
+
+# ---------------------------------------------------------------------------------------------
+# the parts
+
+
+class Busy(Exception):
+    """No slot free and the queue is full."""
+
+
+class Scheduler:
+    """`slots` runs at once; up to `queue_length` waiting, served round-robin across clients so
+    one client's burst cannot starve another."""
+
+    def __init__(self, slots: int, queue_length: int):
+        self.slots, self.queue_length = slots, queue_length
+        self.active = 0
+        self._cond = threading.Condition()
+        self._waiting: dict[str, collections.deque] = {}
+        self._turns: collections.deque[str] = collections.deque()  # clients with waiters, in turn
+        self._granted: set[object] = set()
+
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self._waiting.values())
+
+    def acquire(self, client: str, gone) -> bool:
+        """True once a slot is ours; False if `gone()` turned true while waiting; Busy past the
+        queue."""
+        with self._cond:
+            if self.active < self.slots and not self._turns:
+                self.active += 1
+                return True
+            if self.queued >= self.queue_length:
+                raise Busy
+            ticket = object()
+            if client not in self._waiting:
+                self._waiting[client] = collections.deque()
+                self._turns.append(client)
+            self._waiting[client].append(ticket)
+            while ticket not in self._granted:
+                self._cond.wait(0.05)
+                if ticket not in self._granted and gone():
+                    self._withdraw(client, ticket)
+                    return False
+            self._granted.discard(ticket)
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            if self._turns:  # hand the slot to the next client in turn
+                client = self._turns.popleft()
+                queue = self._waiting[client]
+                self._granted.add(queue.popleft())
+                if queue:
+                    self._turns.append(client)
+                else:
+                    del self._waiting[client]
+                self._cond.notify_all()
+            else:
+                self.active -= 1
+
+    def _withdraw(self, client, ticket) -> None:
+        queue = self._waiting[client]
+        queue.remove(ticket)
+        if not queue:
+            del self._waiting[client]
+            self._turns.remove(client)
+
+
+class Mailbox:
+    """Events from the engine thread to the gRPC handler. `put` never blocks (the engine must
+    keep its deadlines whatever the client does); when the reader lags, adjacent output of one
+    stream is merged, so what waits here is bounded by the run's output cap, in few items."""
+
+    MERGE_AFTER = 64
+
+    def __init__(self):
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, event) -> None:
+        with self._cond:
+            last = self._items[-1] if self._items else None
+            if (len(self._items) >= self.MERGE_AFTER and isinstance(event, Output)
+                    and isinstance(last, Output) and (last.stream, last.phase) == (event.stream, event.phase)):
+                self._items[-1] = replace(last, text=last.text + event.text)
+            else:
+                self._items.append(event)
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def get(self):
+        """The next event, or None once the engine is done and everything was taken."""
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            return self._items.popleft() if self._items else None
+
+
+@dataclass
+class _Entry:
+    logs: list[bytes]  # serialized ExecutionLogs, the last one the Result's
+    size: int
+    stored: float
+
+
+class ResultCache:
+    """Successful runs, replayed to a request with the same key: LRU over `entries` (and
+    `max_bytes` in total), each entry for `ttl_s`. The key is the whole request (compared in
+    full by the dict, not only its hash)."""
+
+    def __init__(self, entries: int, ttl_s: float, max_bytes: int):
+        self.entries, self.ttl_s, self.max_bytes = entries, ttl_s, max_bytes
+        self._data: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(request: Request, strict: bool) -> tuple:
+        return (request.language.value, request.code, request.stdin,
+                dataclasses.astuple(request.limits), request.cflags, request.ldflags,
+                request.args, request.color, strict)
+
+    @staticmethod
+    def _key_size(key: tuple) -> int:
+        return sum(len(part) for part in key if isinstance(part, (str, bytes))) + \
+            sum(len(w) for part in key[4:7] for w in part)
+
+    def get(self, key) -> list[bytes] | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            if time.monotonic() - entry.stored > self.ttl_s:
+                self._drop(key)
+                return None
+            self._data.move_to_end(key)
+            return entry.logs
+
+    def put(self, key, logs: list[bytes]) -> None:
+        size = self._key_size(key) + sum(len(b) for b in logs)
+        if self.entries <= 0 or size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._data:
+                self._drop(key)
+            self._data[key] = _Entry(logs, size, time.monotonic())
+            self._bytes += size
+            while len(self._data) > self.entries or self._bytes > self.max_bytes:
+                self._drop(next(iter(self._data)))
+
+    def _drop(self, key) -> None:
+        self._bytes -= self._data.pop(key).size
+
+    def __len__(self):
+        return len(self._data)
+
+
+class Metrics:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.served = self.hits = self.misses = self.rejected = 0
+        self.peak_memory = 0
+        self._latencies: collections.deque[float] = collections.deque(maxlen=1000)
+
+    def finished(self, latency_s: float, peak_memory: int) -> None:
+        with self._lock:
+            self.served += 1
+            self._latencies.append(latency_s * 1000)
+            self.peak_memory = max(self.peak_memory, peak_memory)
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def percentile(self, q: float) -> float:
+        with self._lock:
+            values = sorted(self._latencies)
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+
+# ---------------------------------------------------------------------------------------------
+# the service
+
+
+class CodeExecutor(pb_grpc.CodeExecutorServicer):
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        cache = config.build_cache or BuildCache()
+        self.backend = LocalBackend(cache, strict=config.strict)
+        self.strict_backend = LocalBackend(cache, strict=True)
+        self.scheduler = Scheduler(config.max_concurrent, config.queue_length)
+        self.results = ResultCache(config.result_cache_entries, config.result_cache_ttl_s,
+                                   config.result_cache_bytes)
+        self.metrics = Metrics()
+
+    # -- RPCs ----------------------------------------------------------------------------------
+
+    def Execute(self, request, context):
+        yield from self._serve(request, context, _Guard(CancelToken()))
+
+    def Session(self, request_iterator, context):
+        try:
+            first = next(request_iterator)
+        except StopIteration:
+            return
+        if first.WhichOneof("kind") != "request":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "the first message of a Session must be the request")
+        if first.request.stream_stdin:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                          "interactive stdin is not supported yet: send stdin with the request")
+        guard = _Guard(CancelToken())
+
+        def listen():  # later messages: cancel (stdin chunks need stream_stdin, refused above)
+            try:
+                for message in request_iterator:
+                    if message.WhichOneof("kind") == "cancel" and message.cancel:
+                        guard.cancel()
+                        return
+            except Exception:  # the stream broke: the RPC's callback cancels the run
+                pass
+
+        threading.Thread(target=listen, name="dcodex-session", daemon=True).start()
+        yield from self._serve(first.request, context, guard)
+
+    def GetSystemMetrics(self, request, context):
+        s, m, config = self.scheduler, self.metrics, self.config
+        caps = self.backend.caps
+        return pb.SystemMetrics(
+            active_workers=s.active, idle_workers=max(0, s.slots - s.active),
+            recycling_workers=0, current_pool_size=s.slots,
+            total_requests_served=m.served, p50_latency_ms=m.percentile(0.50),
+            p99_latency_ms=m.percentile(0.99), cache_hits=m.hits, cache_misses=m.misses,
+            peak_memory_usage_bytes=m.peak_memory, cpu_load_average=os.getloadavg()[0],
+            queued_requests=s.queued, queue_length=s.queue_length, version=__version__,
+            isolation=list(caps.layers()), degraded=list(caps.missing()),
+            default_limits=limits_to_pb(config.defaults), max_limits=limits_to_pb(config.maxima),
+            requests_rejected=m.rejected)
+
+    # -- one run -------------------------------------------------------------------------------
+
+    def _serve(self, message, context, guard: "_Guard"):
+        start = time.monotonic()
+        context.add_callback(guard.cancel)  # cancelled, disconnected, deadline: stop the run
+        worker = None
+        try:
+            try:
+                request = request_from_pb(message, self.config)
+            except BadRequest as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            strict = self.config.strict or message.strict
+            key = ResultCache.key(request, strict) if request.cache else None
+            if key is not None:
+                replay = self.results.get(key)
+                self.metrics.count("hits" if replay else "misses")
+                if replay:
+                    *chunks, last = replay
+                    for chunk in chunks:
+                        yield pb.ExecutionLog.FromString(chunk)
+                    final = pb.ExecutionLog.FromString(last)
+                    final.cache_hit = True
+                    self.metrics.finished(time.monotonic() - start, final.peak_memory_bytes)
+                    yield final
+                    return
+            try:
+                if not self.scheduler.acquire(_client(context), lambda: guard.cancelled
+                                              or not context.is_active()):
+                    return  # the client went away while queued
+            except Busy:
+                self.metrics.count("rejected")
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"server busy: {self.scheduler.slots} runs in progress and "
+                              f"{self.scheduler.queue_length} queued; try again later")
+            mailbox = Mailbox()
+            backend = self.strict_backend if strict else self.backend
+            worker = threading.Thread(target=_engine, name="dcodex-engine",
+                                      args=(backend, request, guard, mailbox, self.scheduler))
+            worker.start()
+            kept: list[bytes] | None = [] if key is not None else None
+            while (event := mailbox.get()) is not None:
+                if isinstance(event, Result):
+                    reply = result_to_pb(event, elapsed_s=time.monotonic() - start)
+                    self.metrics.finished(time.monotonic() - start, event.peak_memory)
+                    if kept is not None and event.status is Status.OK and not event.truncated:
+                        self.results.put(key, [*kept, reply.SerializeToString()])
+                else:
+                    reply = output_to_pb(event)
+                    if kept is not None:
+                        kept.append(reply.SerializeToString())
+                yield reply
+        finally:
+            if worker is not None and worker.is_alive():  # the handler was closed mid-run
+                guard.cancel()
+            if worker is None:
+                guard.close()
+
+
+class _Guard:
+    """The run's CancelToken, cancellable from any thread (gRPC's callback may fire after the
+    run is over) and closed exactly once, never written to after that."""
+
+    def __init__(self, token: CancelToken):
+        self.token = token
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self.token.cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self.token.cancel()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.token.close()
+
+
+def _engine(backend, request, guard: _Guard, mailbox: Mailbox, scheduler: Scheduler) -> None:
+    events = backend.execute(request, guard.token)
+    try:
+        for event in events:
+            mailbox.put(event)
+    except Exception as e:  # an engine bug: still exactly one Result
+        log.exception("engine failed")
+        mailbox.put(Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}"))
+    finally:
+        events.close()
+        scheduler.release()
+        guard.close()
+        mailbox.close()
+
+
+def _client(context) -> str:
+    """Whose request this is, for fair scheduling: the peer (address and port: one channel)."""
+    return context.peer() or "?"
+
+
+class _TokenAuth(grpc.ServerInterceptor):
+    """Every RPC but the health service needs `authorization: Bearer TOKEN`."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+        def deny(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation, details):
+        if details.method.startswith("/grpc.health.v1.Health/"):
+            return continuation(details)
+        given = next((v for k, v in details.invocation_metadata or () if k == "authorization"), "")
+        if isinstance(given, str):
+            given = given.encode()
+        if hmac.compare_digest(given, self._expected):
+            return continuation(details)
+        return self._deny
+
+
+class Server:
+    """A running `dcodex serve`: `start()`, then `stop()` (drains) or `wait()`."""
+
+    def __init__(self, config: ServerConfig):
+        config.check()
+        self.config = config
+        self.service = CodeExecutor(config)
+        threads = config.max_concurrent + config.queue_length + 8
+        limit = config.max_code_bytes + 2 * config.max_stdin_bytes + (1 << 20)
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dcodex-rpc"),
+            interceptors=[_TokenAuth(config.token)] if config.token else [],
+            maximum_concurrent_rpcs=threads,
+            options=[("grpc.max_receive_message_length", limit),
+                     ("grpc.so_reuseport", 0)])
+        pb_grpc.add_CodeExecutorServicer_to_server(self.service, self._grpc)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+        if config.tls_cert:
+            creds = grpc.ssl_server_credentials([(config.tls_key, config.tls_cert)])
+            self.port = self._grpc.add_secure_port(address, creds)
+        else:
+            self.port = self._grpc.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot listen on {address}")
+
+    @property
+    def address(self) -> str:
+        host = self.config.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def start(self) -> "Server":
+        self._grpc.start()
+        for name in ("", SERVICE):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new RPCs, let the runs in flight finish (up to `grace` s), then stop."""
+        self.health.enter_graceful_shutdown()
+        self._grpc.stop(self.config.grace_s if grace is None else grace).wait()
+
+    def wait(self) -> None:
+        self._grpc.wait_for_termination()
+
+
+def serve(config: ServerConfig, *, out=sys.stderr) -> int:
+    """Run until SIGTERM or SIGINT, then drain. The exit code of `dcodex serve`."""
+    server = Server(config).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    caps = server.service.backend.caps
+    security = ", ".join(filter(None, ["TLS" if config.tls_cert else "no TLS",
+                                       "token" if config.token else "no token"]))
+    print(f"dcodex serve: listening on {server.address} ({security}; {config.max_concurrent} "
+          f"sandboxes, queue {config.queue_length}; isolation: {', '.join(caps.layers()) or 'none'})",
+          file=out, flush=True)
+    while not stop.wait(3600):
+        pass
+    print("dcodex serve: draining the runs in flight", file=out, flush=True)
+    server.stop()
+    print("dcodex serve: stopped", file=out, flush=True)
+    return 0
