@@ -13,7 +13,8 @@ from .backends import get_backend
 from .cancel import CancelToken
 from .info import describe
 from .events import Result, Status
-from .options import OptionError, add_run_options, join_flag_values, parse_words, request_from
+from .options import (OptionError, add_run_options, add_server_options, backend_options,
+                      join_flag_values, parse_words, request_from)
 from .request import Language, Limits, Request
 
 
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "the confined filesystem, seccomp) is available here; also DCODEX_STRICT=1")
     add_run_options(run)
 
-    sub.add_parser("doctor", help="show the backend, the limits and the active isolation layers")
+    doctor = sub.add_parser("doctor", help="show the backend, the limits and the active isolation layers")
+    add_server_options(doctor)
 
     _add_serve(sub)
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 2
     if ns.command == "doctor":
-        return _doctor()
+        return _doctor(ns)
     if ns.command == "install":
         return _install(ns)
     if ns.command == "serve":
@@ -99,6 +101,7 @@ def build_request(ns, environ=None) -> Request:
 def _run(ns) -> int:
     try:
         request = build_request(ns)
+        backend = get_backend(strict=ns.strict, **backend_options(ns))
     except (OptionError, ValueError, OSError) as e:
         print(f"dcodex run: {e}", file=sys.stderr)
         return 2
@@ -110,7 +113,7 @@ def _run(ns) -> int:
         # through it; the program itself is in its own session and never sees the SIGINT.
         previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
         try:
-            for event in get_backend(strict=ns.strict).execute(request, cancel):
+            for event in backend.execute(request, cancel):
                 if isinstance(event, Result):
                     result = event
                 elif ns.json:
@@ -173,13 +176,14 @@ def _install(ns) -> int:
     return 0
 
 
-def _doctor() -> int:
+def _doctor(ns) -> int:
     try:
         limits = Limits.from_env()
-    except ValueError as e:
+        backend = get_backend(**backend_options(ns))
+    except (OptionError, ValueError, OSError) as e:
         print(f"dcodex doctor: {e}", file=sys.stderr)
         return 2
-    print(describe(get_backend(), limits))
+    print(describe(backend, limits))
     return 0
 
 

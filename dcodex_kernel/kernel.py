@@ -32,7 +32,8 @@ from .cancel import CancelToken
 from .editing import HEADER, complete, is_complete
 from .events import Result, Status
 from .info import describe
-from .options import HelpRequested, OptionError, header_parser, parse_header, request_from
+from .options import (HelpRequested, OptionError, backend_options, header_parser, parse_header,
+                      request_from)
 from .request import Language, Limits, Request
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ class DCodeXKernel(Kernel):
         except ValueError as e:  # keep the kernel up; every cell then says what is wrong
             self.limits, self.limits_error = Limits(), f"bad kernel environment: {e}"
         self._backend = None
+        self._backends = {}  # get_backend() of a cell's --server options
         self._cancel: CancelToken | None = None
         self._cancel_lock = threading.Lock()
         self._last_result: dict | None = None
@@ -253,8 +255,9 @@ class DCodeXKernel(Kernel):
             if self.limits_error:
                 raise OptionError(self.limits_error)
             cell = parse_cell(code, self.lang)
+            backend = self._backend_for(cell)
             if cell.info:
-                text = describe(self.backend, cell_request(cell, self.limits).limits)
+                text = describe(backend, cell_request(cell, self.limits).limits)
                 self._stream("stdout", f"{text}\n  {'kernel':<13} {DISPLAY[self.lang]} "
                                        f"(DCodeX {self.lang.value} kernel)\n", silent)
                 return self._ok()
@@ -270,7 +273,7 @@ class DCodeXKernel(Kernel):
             return self._error("OptionError", lines[0],
                                [f"{RED}OptionError{RESET}: {lines[0]}", *lines[1:]], silent)
 
-        result, diagnostics = self._run(request, silent)
+        result, diagnostics = self._run(request, silent, backend)
         self._last_result = {k: v for k, v in result.to_dict().items()
                              if k not in ("stdout", "stderr")}
         if result.ok:
@@ -286,7 +289,19 @@ class DCodeXKernel(Kernel):
             traceback = [headline, f"{DIM}{_stats(result)}{RESET}"]
         return self._error(ename, result.message, traceback, silent)
 
-    def _run(self, request: Request, silent: bool) -> tuple[Result, str]:
+    def _backend_for(self, cell: Cell):
+        """The kernel's backend, or the one a `--server` header names (kept for later cells)."""
+        options = backend_options(cell.options) if cell.options is not None else {}
+        if not options:
+            return self.backend
+        key = tuple(sorted(options.items()))
+        if key not in self._backends:
+            from .backends import get_backend
+
+            self._backends[key] = get_backend(**options)
+        return self._backends[key]
+
+    def _run(self, request: Request, silent: bool, backend=None) -> tuple[Result, str]:
         """Stream the run's output to the cell; return its Result and any held-back compiler text.
 
         Compiler output is held until we know whether the build worked: on success it is shown
@@ -297,7 +312,7 @@ class DCodeXKernel(Kernel):
         token = CancelToken()
         with self._cancel_lock:
             self._cancel = token
-        events = self.backend.execute(request, token)
+        events = (backend or self.backend).execute(request, token)
         try:
             for event in events:
                 if isinstance(event, Result):

@@ -23,15 +23,16 @@ from .backends import get_backend
 from .events import Output, Result
 from .info import describe
 from .live import run_live
-from .options import (HelpRequested, OptionError, at_most, header_parser, parse_words,
-                      request_from, split_words)
+from .options import (HelpRequested, OptionError, at_most, backend_options, header_parser,
+                      parse_words, request_from, split_words)
 from .request import Language, Limits, Request, parse_seconds, parse_size
 
 CELL_USAGE = "%%dcodex LANG [options]   (LANG: c, cpp/c++, python/py; %%dcodex? for the options)"
 LINE_USAGE = (
     "%dcodex                       show the backend, the limits in force and the isolation layers\n"
     "%dcodex config [options]      show or set session defaults (--timeout, --cpu-time, --memory,\n"
-    "                              --output-limit, --cflags, --ldflags, --cache/--no-cache)\n"
+    "                              --output-limit, --cflags, --ldflags, --cache/--no-cache,\n"
+    "                              --server ADDR|local, --token-file, --tls-ca)\n"
     "%dcodex run FILE [LANG] [options]   run a program file (language from its extension)"
 )
 # Options that describe one run and therefore cannot be a session default.
@@ -243,8 +244,9 @@ class DCodeXMagics(Magics):
 
     def _run(self, ns, code, language: Language, local_ns):
         request = self._request(ns, code, language, local_ns)
+        backend = self._backend_for(ns)
         console = _Console()
-        result, interrupted = run_live(self.backend, request, console.write, console.flush)
+        result, interrupted = run_live(backend, request, console.write, console.flush)
 
         if ns.out:
             self.shell.user_ns[ns.out] = result
@@ -260,6 +262,14 @@ class DCodeXMagics(Magics):
             print(result.summary())
             return None
         return result  # displayed as its summary line (see _pretty_result)
+
+    def _backend_for(self, ns):
+        """The session's backend, or the one this cell's --server options name."""
+        try:
+            options = backend_options(ns)
+        except OptionError as e:
+            raise UsageError(str(e)) from None
+        return get_backend(**options) if options else self.backend
 
     def _run_file(self, words, local_ns):
         if not words or words[0].startswith("-"):
@@ -299,6 +309,8 @@ class DCodeXMagics(Magics):
             self.cflags = " ".join(ns.cflags)
         if ns.ldflags:
             self.ldflags = " ".join(ns.ldflags)
+        if ns.server or ns.token_file or ns.tls_ca:
+            self.backend = self._backend_for(ns)
         print(self._defaults())
         return None
 

@@ -79,7 +79,38 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                    help="command-line arguments for the program (shell-quoted)")
     g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                    help="use the build cache (default: yes)")
+    add_server_options(parser)
     return src  # front doors may add more stdin sources to the same exclusive group
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """Where programs run: a DCodeX server instead of this machine."""
+    g = parser.add_argument_group("remote server")
+    g.add_argument("--server", metavar="ADDR",
+                   help="run on this DCodeX server (host:port) instead of this machine "
+                        "(default: $DCODEX_SERVER if set)")
+    g.add_argument("--token-file", metavar="PATH",
+                   help="file holding the server's bearer token (default: $DCODEX_TOKEN)")
+    g.add_argument("--tls-ca", metavar="PEM",
+                   help="talk TLS to the server, trusting this CA certificate (default: $DCODEX_TLS_CA)")
+
+
+def backend_options(ns: argparse.Namespace) -> dict:
+    """The `get_backend()` keywords these options give (server, token, tls_ca); OptionError for
+    a token or CA file that cannot be read."""
+    out = {}
+    if getattr(ns, "server", None):
+        out["server"] = ns.server
+    for opt, key, mode in (("token_file", "token", "r"), ("tls_ca", "tls_ca", "rb")):
+        path = getattr(ns, opt, None)
+        if path:
+            try:
+                with open(path, mode) as f:
+                    value = f.read()
+            except OSError as e:
+                raise OptionError(f"--{opt.replace('_', '-')}: {e.strerror}: {path}") from None
+            out[key] = value.strip() if mode == "r" else value
+    return out
 
 
 def header_parser(prog: str = "%%dcodex", *, magic: bool = False) -> argparse.ArgumentParser:

@@ -21,14 +21,14 @@ def get_backend(*, strict: bool | None = None, server: str | None = None,
                 token: str | None = None, tls_ca: str | bytes | None = None,
                 environ=None) -> Backend:
     """The backend front doors run on: a remote DCodeX server if `server` (or $DCODEX_SERVER)
-    names one, else this machine's sandbox. `token` (else $DCODEX_TOKEN, or the file
+    names one, else (or for `server="local"`) this machine's sandbox. `token` (else $DCODEX_TOKEN, or the file
     $DCODEX_TOKEN_FILE) and `tls_ca` (a PEM path or bytes, else $DCODEX_TLS_CA) are for the
     server. `strict`: refuse to run where a sandbox layer is missing (None: $DCODEX_STRICT)."""
     import os
 
     environ = os.environ if environ is None else environ
     server = server or environ.get("DCODEX_SERVER", "").strip() or None
-    if server:
+    if server and server != "local":  # "local": this machine, whatever $DCODEX_SERVER says
         from .local import strict_from_env
         from .remote import RemoteBackend
 
