@@ -57,16 +57,32 @@ class RemoteBackend:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 
     def _connect(self) -> str | None:
-        """None once the channel is up, else why it is not."""
+        """None once the channel is up, else why it is not: at once if the connection fails
+        (refused, no such host), else after `connect_timeout` seconds."""
         import grpc
 
         _, channel = self._stub()
+        settled = threading.Event()
+        seen = []
+
+        def watch(state):
+            seen.append(state)
+            if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                         grpc.ChannelConnectivity.SHUTDOWN):
+                settled.set()
+
+        channel.subscribe(watch, try_to_connect=True)
         try:
-            grpc.channel_ready_future(channel).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
-            return (f"cannot reach DCodeX server at {self.address}: no connection within "
-                    f"{self.connect_timeout:g} s")
-        return None
+            settled.wait(self.connect_timeout)
+        finally:
+            channel.unsubscribe(watch)
+        state = seen[-1] if seen else None
+        if state is grpc.ChannelConnectivity.READY:
+            return None
+        if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            return f"cannot reach DCodeX server at {self.address}: connection failed"
+        return (f"cannot reach DCodeX server at {self.address}: no connection within "
+                f"{self.connect_timeout:g} s")
 
     def close(self) -> None:
         with self._lock:
