@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import filecmp
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -19,6 +21,13 @@ def test_generated_code_is_what_the_proto_gives(tmp_path):
         committed = os.path.join(generate.HERE, os.path.basename(fresh))
         assert filecmp.cmp(fresh, committed, shallow=False), \
             f"{committed} is stale: run python -m dcodex_kernel.proto.generate"
+
+
+def test_importing_the_package_and_backends_pulls_in_no_grpc():
+    code = ("import sys, dcodex_kernel, dcodex_kernel.backends, dcodex_kernel.cli\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('grpc', 'google'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
 def test_dcodex_names_and_numbers_are_kept():
@@ -54,8 +63,6 @@ import re
 import select
 import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -319,3 +326,206 @@ def test_a_plain_dcodex_client_gets_the_dcodex_conventions(server):
     assert len(big["stdout"]) == 10240
     assert out["bytes"]["stdout"] == "\ufffd\ufffd ok\n"
     assert out["metrics"]["pool"] == 4 and out["metrics"]["served"] >= 8
+
+
+def test_a_token_is_required_when_the_server_has_one(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    served = Served("--token-file", str(token_file))
+    try:
+        hello = request("python", "print('hi')")
+        with grpc.insecure_channel(served.address) as channel:
+            stub = pb_grpc.CodeExecutorStub(channel)
+            for metadata in ((), (("authorization", "Bearer wrong"),),
+                             (("authorization", "s3cret-token"),)):
+                with pytest.raises(grpc.RpcError) as e:
+                    list(stub.Execute(pb.CodeRequest(language="python", code="print(1)"),
+                                      metadata=metadata))
+                assert e.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                with pytest.raises(grpc.RpcError):
+                    stub.GetSystemMetrics(pb.EmptyRequest(), metadata=metadata)
+            from grpc_health.v1 import health_pb2, health_pb2_grpc  # probes need no token
+            assert health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        refused = collect(RemoteBackend(served.address, token="wrong").execute(hello))
+        assert refused.status is Status.INTERNAL_ERROR and "refused the token" in refused.message
+        ok = collect(RemoteBackend(served.address, token="s3cret-token").execute(hello))
+        assert ok.ok and ok.stdout == "hi\n"
+    finally:
+        assert served.stop() == 0
+
+
+def _self_signed(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    try:
+        from cryptography import x509  # noqa: F401  only if the venv has it already
+    except ImportError:
+        if not shutil.which("openssl"):
+            pytest.skip("neither the cryptography package nor the openssl command is available "
+                        "to make a test certificate")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert),
+                        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                       check=True, capture_output=True, timeout=60)
+        return cert, key
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(private.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName(
+                       [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+                       critical=False)
+                   .sign(private, hashes.SHA256()))
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(private.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return cert, key
+
+
+def test_tls_with_a_token(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    served = Served("--tls-cert", str(cert), "--tls-key", str(key), env={"DCODEX_TOKEN": "t0k"})
+    try:
+        hello = request("python", "print('over tls')")
+        ok = collect(RemoteBackend(served.address, token="t0k", tls_ca=str(cert)).execute(hello))
+        assert ok.ok and ok.stdout == "over tls\n"
+        plain = RemoteBackend(served.address, token="t0k", connect_timeout=2)
+        assert collect(plain.execute(hello)).status is Status.INTERNAL_ERROR
+    finally:
+        assert served.stop() == 0
+
+
+def test_a_public_address_needs_token_and_tls():
+    proc = subprocess.run([*DCODEX, "serve", "--host", "0.0.0.0", "--port", "0"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "not a loopback address" in proc.stderr and "--insecure" in proc.stderr
+
+
+DISCONNECTING_CLIENT = r'''
+import sys
+sys.path[:0] = [sys.argv[2]]
+import grpc, dcodex_pb2 as pb
+channel = grpc.insecure_channel(sys.argv[1])
+execute = channel.unary_stream("/dcodex.CodeExecutor/Execute",
+                               request_serializer=pb.CodeRequest.SerializeToString,
+                               response_deserializer=pb.ExecutionLog.FromString)
+code = "import time\nprint('up', flush=True)\ntime.sleep(30)"
+for log in execute(pb.CodeRequest(language="python", code=code, limits=pb.Limits(wall_time_s=30))):
+    print(log.stdout_chunk, end="", flush=True)
+'''
+
+
+def test_a_client_that_goes_away_has_its_program_killed(server):
+    client = subprocess.Popen([sys.executable, "-I", "-c", DISCONNECTING_CLIENT, server.address,
+                               PROTO_DIR], stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline() == "up\n"
+        assert sandbox_processes(), "the program should be running"
+        client.kill()
+    finally:
+        client.wait()
+    assert no_sandbox_left(2.0), sandbox_processes()
+
+
+def test_cancelling_the_call_kills_the_program(stub):
+    call = stub.Execute(pb.CodeRequest(language="python", code="import time\nprint(1, flush=True)\n"
+                                       "time.sleep(30)", limits=pb.Limits(wall_time_s=2)))
+    assert next(call).stdout_chunk == "1\n"
+    call.cancel()
+    assert no_sandbox_left(1.0), sandbox_processes()
+
+
+def test_a_stalled_reader_cannot_extend_the_run(stub):
+    # More than gRPC's flow-control window: the server cannot hand it all to the client.
+    code = "import sys, time\nsys.stdout.write('x' * 900000)\nsys.stdout.flush()\ntime.sleep(30)\n"
+    call = stub.Execute(pb.CodeRequest(language="python", code=code, limits=pb.Limits(
+        wall_time_s=1, output_bytes=1 << 20)))
+    time.sleep(0.3)
+    assert sandbox_processes()
+    # Nothing read: the server's stream is stuck behind flow control, the run is not.
+    assert wait_until(lambda: not sandbox_processes(), 3.0), "a stalled reader kept the program"
+    logs = list(call)
+    assert logs[-1].status == pb.WALL_TIMEOUT and logs[-1].wall_time_s < 1.5
+    assert "".join(m.stdout_chunk for m in logs) == "x" * 900000
+
+
+def test_past_the_queue_is_resource_exhausted():
+    served = Served("--max-concurrent", "1", "--queue-length", "1")
+    try:
+        with grpc.insecure_channel(served.address) as channel:
+            stub = pb_grpc.CodeExecutorStub(channel)
+            slow = pb.CodeRequest(language="python", code="import time\ntime.sleep(0.8)",
+                                  cache=False)
+            calls = [stub.Execute(slow) for _ in range(3)]
+            outcomes = []
+            for call in calls:
+                try:
+                    outcomes.append(pb.Status.Name(list(call)[-1].status))
+                except grpc.RpcError as e:
+                    outcomes.append(e.code().name)
+                    assert "busy" in e.details()
+            assert sorted(outcomes) == ["OK", "OK", "RESOURCE_EXHAUSTED"]
+            assert stub.GetSystemMetrics(pb.EmptyRequest()).requests_rejected == 1
+    finally:
+        assert served.stop() == 0
+
+
+def test_sigterm_drains_the_runs_in_flight():
+    served = Served()
+    try:
+        with grpc.insecure_channel(served.address) as channel:
+            stub = pb_grpc.CodeExecutorStub(channel)
+            call = stub.Execute(pb.CodeRequest(language="python", code=(
+                "import time\nprint('working', flush=True)\ntime.sleep(1)\nprint('done')")))
+            assert next(call).stdout_chunk == "working\n"
+            served.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            with pytest.raises(grpc.RpcError):  # no new work while draining
+                list(stub.Execute(pb.CodeRequest(language="python", code="print(2)"), timeout=5))
+            rest = list(call)
+            assert "".join(m.stdout_chunk for m in rest) == "done\n" and rest[-1].status == pb.OK
+        assert served.proc.wait(10) == 0
+    finally:
+        served.stop()
+
+
+def test_dcodex_run_and_doctor_with_server(server, tmp_path):
+    program = tmp_path / "three.py"
+    program.write_text("print('remote hello')\nraise SystemExit(3)\n")
+    proc = subprocess.run([*DCODEX, "run", str(program), "--server", server.address],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and proc.stdout == "remote hello\n"
+    assert "runtime_error: Exited with status 3" in proc.stderr
+    env = {**os.environ, "DCODEX_SERVER": server.address}
+    proc = subprocess.run([*DCODEX, "doctor"], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "remote" in proc.stdout and server.address in proc.stdout and "seccomp" in proc.stdout
+    proc = subprocess.run([*DCODEX, "run", str(program), "--server", "127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 70 and "cannot reach DCodeX server at 127.0.0.1:1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_magics_run_on_the_server(server):
+    from IPython.testing.globalipapp import get_ipython
+
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "dcodex_kernel")
+    ip.run_cell_magic("dcodex", f"python --server {server.address} --out res --quiet",
+                      "print('from the server')")
+    result = ip.user_ns["res"]
+    assert result.ok and result.stdout == "from the server\n"
+    assert "pid-namespace" in result.isolation
