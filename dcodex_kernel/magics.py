@@ -121,6 +121,7 @@ class DCodeXMagics(Magics):
     def __init__(self, shell=None, backend=None, **kwargs):
         self._env_limits = _limits_from_env()  # before super(): config may read the defaults
         self._backend = backend
+        self._backends = {}  # get_backend() of a cell's --server options
         super().__init__(shell=shell, **kwargs)
 
     @default("timeout")
@@ -269,7 +270,12 @@ class DCodeXMagics(Magics):
             options = backend_options(ns)
         except OptionError as e:
             raise UsageError(str(e)) from None
-        return get_backend(**options) if options else self.backend
+        if not options:
+            return self.backend
+        key = tuple(sorted(options.items()))
+        if key not in self._backends:
+            self._backends[key] = get_backend(**options)
+        return self._backends[key]
 
     def _run_file(self, words, local_ns):
         if not words or words[0].startswith("-"):

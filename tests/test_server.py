@@ -529,3 +529,60 @@ def test_magics_run_on_the_server(server):
     result = ip.user_ns["res"]
     assert result.ok and result.stdout == "from the server\n"
     assert "pid-namespace" in result.isolation
+
+
+def test_one_clients_burst_does_not_starve_another():
+    served = Served("--max-concurrent", "1", "--queue-length", "20")
+    own_connection = [("grpc.use_local_subchannel_pool", 1)]  # two clients, two connections
+    try:
+        with grpc.insecure_channel(served.address, own_connection) as a, \
+                grpc.insecure_channel(served.address, own_connection) as b:
+            finished = []
+            lock = threading.Lock()
+
+            def consume(name, call):
+                list(call)
+                with lock:
+                    finished.append(name)
+
+            def submit(channel, name):
+                call = pb_grpc.CodeExecutorStub(channel).Execute(pb.CodeRequest(
+                    language="python", code="import time\ntime.sleep(0.4)", cache=False))
+                thread = threading.Thread(target=consume, args=(name, call))
+                thread.start()
+                return thread
+
+            threads = [submit(a, "a") for _ in range(6)]
+            metrics = pb_grpc.CodeExecutorStub(a).GetSystemMetrics
+            assert wait_until(lambda: metrics(pb.EmptyRequest()).queued_requests == 5, 5.0)
+            threads.append(submit(b, "b"))  # after a's whole burst is queued
+            for thread in threads:
+                thread.join(30)
+        assert len(finished) == 7
+        assert finished.index("b") <= 2, f"b waited behind a's whole burst: {finished}"
+    finally:
+        assert served.stop() == 0
+
+
+def _served_count(address):
+    with grpc.insecure_channel(address) as channel:
+        return pb_grpc.CodeExecutorStub(channel).GetSystemMetrics(
+            pb.EmptyRequest(), timeout=5).total_requests_served
+
+
+def test_several_servers_share_the_load_and_one_going_down_is_routed_around():
+    first, second = Served(), Served()
+    try:
+        backend = RemoteBackend(f"{first.address},{second.address}")
+        hello = Request("python", "print('hi')", cache=False)
+        assert all(collect(backend.execute(hello)).ok for _ in range(6))
+        assert _served_count(first.address) >= 2 and _served_count(second.address) >= 2
+        before = _served_count(second.address)
+        assert first.stop() == 0
+        results = [collect(backend.execute(hello)) for _ in range(4)]
+        assert all(r.ok for r in results), results
+        assert _served_count(second.address) == before + 4
+        backend.close()
+    finally:
+        first.stop()
+        assert second.stop() == 0

@@ -10,6 +10,7 @@ caller gets exactly one Result: an unreachable server is one `internal_error` na
 
 from __future__ import annotations
 
+import json
 import select
 import threading
 from typing import Iterator
@@ -19,6 +20,11 @@ from ..events import Event, Result, Status
 from ..request import Request
 
 CONNECT_TIMEOUT_S = 5.0
+# Several servers (a list of addresses, or a DNS name with several records): gRPC's own
+# round_robin policy, routing only to servers whose standard health service says SERVING (a
+# draining server says NOT_SERVING and gets no new runs).
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
+                             "healthCheckConfig": {"serviceName": "dcodex.CodeExecutor"}})
 CANCEL_GRACE_S = 5.0  # after a cancel, how long the server has to send the Result
 
 
@@ -45,12 +51,14 @@ class RemoteBackend:
 
         with self._lock:
             if self._channel is None:
-                options = [("grpc.max_receive_message_length", 64 << 20)]
+                options = [("grpc.max_receive_message_length", 64 << 20),
+                           ("grpc.service_config", SERVICE_CONFIG)]
+                target = grpc_target(self.address)
                 if self.tls_ca is not None:
                     creds = grpc.ssl_channel_credentials(root_certificates=self.tls_ca)
-                    self._channel = grpc.secure_channel(self.address, creds, options)
+                    self._channel = grpc.secure_channel(target, creds, options)
                 else:
-                    self._channel = grpc.insecure_channel(self.address, options)
+                    self._channel = grpc.insecure_channel(target, options)
             return pb_grpc.CodeExecutorStub(self._channel), self._channel
 
     def _metadata(self):
@@ -145,18 +153,15 @@ class RemoteBackend:
                 if ready and not done.is_set():  # ask the server to stop the run
                     cancel_sent.set()
                     yield pb.ClientMessage(cancel=True)
-                    done.wait()
+                    # A server that does not answer in time has the call cancelled.
+                    if not done.wait(CANCEL_GRACE_S):
+                        call.cancel()
                     return
 
         call = stub.Session(messages(), metadata=self._metadata(), wait_for_ready=False)
-        timer = None
         result = None
         try:
             for log in call:
-                if cancel_sent.is_set() and timer is None:  # bound the wait for the answer
-                    timer = threading.Timer(CANCEL_GRACE_S, call.cancel)
-                    timer.daemon = True
-                    timer.start()
                 for event in events_from_pb(log):
                     if isinstance(event, Result):
                         result = event
@@ -171,8 +176,6 @@ class RemoteBackend:
                 result = Result(Status.CANCELLED, "Interrupted")
         finally:
             done.set()
-            if timer is not None:
-                timer.cancel()
             if result is None:  # the consumer stopped early: the server kills the run
                 call.cancel()
         yield result
@@ -208,6 +211,14 @@ class RemoteBackend:
             "server_defaults": _show_limits(m.default_limits),
         })
         return info
+
+
+def grpc_target(address: str) -> str:
+    """A gRPC target for `address`: HOST:PORT, a comma-separated list of IPv4 HOST:PORTs (one
+    channel over all of them), or any gRPC target such as dns:///name:port as it is."""
+    if "," in address and ":/" not in address and not address.startswith(("ipv4:", "ipv6:")):
+        return "ipv4:" + ",".join(part.strip() for part in address.split(","))
+    return address
 
 
 def _show_limits(limits) -> str:
