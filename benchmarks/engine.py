@@ -120,7 +120,7 @@ def layer_table(caps: isolation.Capabilities, tmp: str, repeat: int) -> None:
     if caps.seccomp:
         levels.append(("+ seccomp", replace(caps, cgroup=None)))
     if caps.cgroup:
-        levels.append(("+ cgroup (memory, pids, cpu)", caps))
+        levels.append((f"+ {caps.cgroup.describe()}", caps))
     code = HELLO[Language.C]
     exe = os.path.join(tmp, "hello-c")
     rec = recipe(Language.C)
@@ -142,11 +142,11 @@ def layer_table(caps: isolation.Capabilities, tmp: str, repeat: int) -> None:
     floor = times[-1]
     print(f"\ncached C hello by sandbox layer: medians of {repeat} runs, milliseconds "
           f"(bare binary: {floor:.2f} ms)\n")
-    header = f"{'layers':<36} {'run':>7} {'over floor':>10} {'over bare layer':>15}"
+    header = f"{'layers':<38} {'run':>7} {'over floor':>10} {'over bare layer':>15}"
     print(header)
     print("-" * len(header))
     for (name, _), ms in zip(levels, times):
-        print(f"{name:<36} {ms:7.2f} {ms - floor:+10.2f} {ms - times[0]:+15.2f}")
+        print(f"{name:<38} {ms:7.2f} {ms - floor:+10.2f} {ms - times[0]:+15.2f}")
     print("\ntarget: the full confinement <= +8.00 ms over the bare layer")
 
 
