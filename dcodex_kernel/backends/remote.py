@@ -197,18 +197,18 @@ class RemoteBackend:
             try:
                 m = self.metrics()
             except grpc.RpcError as e:
-                info["server_status"] = self._failure(e).message
+                info["status"] = self._failure(e).message
                 return info
         except ImportError as e:
-            info["server_status"] = f"grpcio is not installed: {e}"
+            info["status"] = f"grpcio is not installed: {e}"
             return info
         info.update({
-            "server_version": m.version or "unknown (not a DCodeX Kernel server)",
+            "version": m.version or "unknown (not a DCodeX Kernel server)",
             "isolation": list(m.isolation), "degraded": list(m.degraded),
             "workers": f"{m.active_workers} active, {m.idle_workers} idle, {m.queued_requests} "
                        f"queued (queue {m.queue_length})",
-            "server_max": _show_limits(m.max_limits),
-            "server_defaults": _show_limits(m.default_limits),
+            "max limits": _show_limits(m.max_limits),
+            "defaults": _show_limits(m.default_limits),
         })
         return info
 
