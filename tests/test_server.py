@@ -3,6 +3,7 @@ protocol, and RemoteBackend behaving like the local backend."""
 
 from __future__ import annotations
 
+import collections
 import filecmp
 import os
 import subprocess
@@ -586,3 +587,57 @@ def test_several_servers_share_the_load_and_one_going_down_is_routed_around():
     finally:
         first.stop()
         assert second.stop() == 0
+
+
+def test_bounded_load_leaks_nothing():
+    """200 requests from 20 concurrent clients against 4 sandboxes and a queue of 8: each gets its
+    result or RESOURCE_EXHAUSTED; afterwards no process or fd is left and memory stayed bounded."""
+    import psutil
+
+    served = Served("--max-concurrent", "4", "--queue-length", "8")
+    try:
+        proc = psutil.Process(served.proc.pid)
+        assert collect(RemoteBackend(served.address).execute(request("python", "print(0)"))).ok
+        fds_before, rss_before = proc.num_fds(), proc.memory_info().rss
+        peak, outcomes, lock, stop = [rss_before], [], threading.Lock(), threading.Event()
+
+        def sample():
+            while not stop.wait(0.05):
+                peak.append(proc.memory_info().rss)
+
+        def client(n):
+            with grpc.insecure_channel(served.address, [("grpc.use_local_subchannel_pool", 1)]) as ch:
+                stub = pb_grpc.CodeExecutorStub(ch)
+                for i in range(10):
+                    code = f"print({n * 100 + i})"
+                    try:
+                        logs = list(stub.Execute(pb.CodeRequest(language="python", code=code,
+                                                                cache=False), timeout=60))
+                        out = "".join(m.stdout_chunk for m in logs)
+                        ok = logs[-1].status == pb.OK and out == f"{n * 100 + i}\n"
+                        outcome = "ok" if ok else f"{pb.Status.Name(logs[-1].status)} {out!r}"
+                    except grpc.RpcError as e:
+                        outcome = e.code().name
+                    with lock:
+                        outcomes.append(outcome)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        clients = [threading.Thread(target=client, args=(n,)) for n in range(20)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(120)
+        stop.set()
+        sampler.join()
+        assert len(outcomes) == 200
+        assert set(outcomes) <= {"ok", "RESOURCE_EXHAUSTED"}, collections.Counter(outcomes)
+        assert outcomes.count("ok") >= 40
+        assert no_sandbox_left(), sandbox_processes()
+        assert wait_until(lambda: proc.num_fds() <= fds_before + 2, 5.0), (fds_before, proc.num_fds())
+        growth = max(peak) - rss_before
+        print(f"\nload: {collections.Counter(outcomes)}; server RSS {rss_before >> 20} MiB before, "
+              f"peak {max(peak) >> 20} MiB (+{growth >> 20} MiB)")
+        assert growth < 100 << 20
+    finally:
+        assert served.stop() == 0
