@@ -641,3 +641,28 @@ def test_bounded_load_leaks_nothing():
         assert growth < 100 << 20
     finally:
         assert served.stop() == 0
+
+
+def test_a_kernel_runs_its_cells_on_the_server(server):
+    from . import kernel_support as ks
+
+    km, kc = ks.start_kernel("dcodex-python", env={"DCODEX_SERVER": server.address})
+    try:
+        run = ks.execute(kc, "print('from the kernel')")
+        assert run.status == "ok" and run.text("stdout") == "from the kernel\n"
+        assert "pid-namespace" in run.result["isolation"]
+        info = ks.execute(kc, "%dcodex")
+        assert "remote" in info.text() and server.address in info.text()
+        # Interrupt (the kernel's message mode) cancels the remote run.
+        msg_id = kc.execute("import time\nprint('up', flush=True)\ntime.sleep(30)")
+        started = time.monotonic()
+        assert wait_until(lambda: sandbox_processes(), 10.0)
+        km.interrupt_kernel()
+        stopped = ks.collect(kc, msg_id, started, timeout=15)
+        assert stopped.result["status"] == "cancelled" and [e["ename"] for e in stopped.errors] == ["Interrupted"]
+        assert no_sandbox_left(), sandbox_processes()
+        gone = ks.execute(kc, "%%dcodex c --server 127.0.0.1:1\nint main(void) { return 0; }")
+        assert gone.status == "error" and len(gone.errors) == 1
+        assert "cannot reach DCodeX server at 127.0.0.1:1" in gone.errors[0]["evalue"]
+    finally:
+        ks.stop_kernel(km, kc)
