@@ -202,7 +202,9 @@ def _add_serve(sub) -> None:
                           "and TLS, or --insecure)")
     net.add_argument("--port", type=int, default=50051, help="port (default 50051; 0: any free port)")
     net.add_argument("--token-file", metavar="PATH",
-                     help="clients must send this bearer token (default: $DCODEX_TOKEN, if set)")
+                     help="clients must send one of the bearer tokens in this file, one a line "
+                          "(default: $DCODEX_TOKEN, if set); each token is a client of its own "
+                          "for fair scheduling and rate limits")
     net.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
     net.add_argument("--tls-key", metavar="PEM", help="... and this private key")
     net.add_argument("--insecure", action="store_true",
@@ -217,6 +219,11 @@ def _add_serve(sub) -> None:
                       help="successful runs kept for replay, 1 h each (default 1000; 0: none)")
     work.add_argument("--grace", type=float, default=70.0, metavar="SECONDS",
                       help="on SIGTERM, how long the runs in flight may take (default 70)")
+    work.add_argument("--rate-limit", type=float, default=0.0, metavar="RUNS_PER_S",
+                      help="runs per second per client (its token, else its connection); "
+                           "more get RESOURCE_EXHAUSTED (default: no limit)")
+    work.add_argument("--rate-burst", type=int, default=10, metavar="N",
+                      help="runs a client may start at once before --rate-limit applies (default 10)")
     work.add_argument("--strict", action="store_true",
                       help="refuse every run where a sandbox layer is missing")
     lim = serve.add_argument_group("limits (a request that sets none gets the default)")
@@ -249,14 +256,15 @@ def serve_config(ns, environ=None):
     from .server import DCODEX_DEFAULTS, DEFAULT_MAXIMA, ServerConfig
 
     environ = os.environ if environ is None else environ
-    token = None
-    if ns.token_file:
+    tokens = ()
+    if ns.token_file:  # one token per line; blank lines and # comments are skipped
         with open(ns.token_file, encoding="utf-8") as f:
-            token = f.read().strip()
-        if not token:
-            raise ValueError(f"--token-file {ns.token_file} is empty")
-    elif environ.get("DCODEX_TOKEN"):
-        token = environ["DCODEX_TOKEN"].strip()
+            tokens = tuple(line.strip() for line in f
+                           if line.strip() and not line.lstrip().startswith("#"))
+        if not tokens:
+            raise ValueError(f"--token-file {ns.token_file} holds no token")
+    elif environ.get("DCODEX_TOKEN", "").strip():
+        tokens = (environ["DCODEX_TOKEN"].strip(),)
     cert = key = None
     if ns.tls_cert or ns.tls_key:
         if not (ns.tls_cert and ns.tls_key):
@@ -271,10 +279,10 @@ def serve_config(ns, environ=None):
                                          if getattr(ns, f"max_{k}") is not None})
     config = ServerConfig(
         host=ns.host, port=ns.port, max_concurrent=ns.max_concurrent, queue_length=ns.queue_length,
-        defaults=defaults, maxima=maxima, token=token, tls_cert=cert, tls_key=key,
+        defaults=defaults, maxima=maxima, tokens=tokens, tls_cert=cert, tls_key=key,
         insecure=ns.insecure, strict=ns.strict, max_code_bytes=ns.max_code_bytes,
         max_stdin_bytes=ns.max_stdin_bytes, result_cache_entries=ns.result_cache_entries,
-        grace_s=ns.grace)
+        grace_s=ns.grace, rate_limit=ns.rate_limit, rate_burst=ns.rate_burst)
     config.check()
     return config
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -57,7 +58,7 @@ class ServerConfig:
     queue_length: int = 100  # requests waiting for a slot; more: RESOURCE_EXHAUSTED
     defaults: Limits = DCODEX_DEFAULTS
     maxima: Limits = DEFAULT_MAXIMA
-    token: str | None = None
+    tokens: tuple[str, ...] = ()  # bearer tokens clients may send (none: no authentication)
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
     insecure: bool = False  # allow a non-loopback address without token and TLS
@@ -70,6 +71,8 @@ class ServerConfig:
     result_cache_ttl_s: float = 3600.0
     result_cache_bytes: int = 64 << 20
     grace_s: float = 70.0  # SIGTERM: how long runs in flight may take to finish
+    rate_limit: float = 0.0  # runs per second per client (0: no limit)
+    rate_burst: int = 10  # runs a client may start at once before the rate applies
     build_cache: BuildCache | None = None
 
     def check(self) -> None:
@@ -87,9 +90,11 @@ class ServerConfig:
                                  f"server's maximum of {Limits.show(name, getattr(self.maxima, name))}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
-        if self.token is not None and not self.token.strip():
-            raise ValueError("the token is empty")
-        if not is_loopback(self.host) and not self.insecure and not (self.token and self.tls_cert):
+        if any(not t.strip() or any(c.isspace() for c in t) for t in self.tokens):
+            raise ValueError("a token is empty or holds white space")
+        if not (0 <= self.rate_limit < math.inf) or self.rate_burst < 1:
+            raise ValueError("--rate-limit must not be negative and --rate-burst at least 1")
+        if not is_loopback(self.host) and not self.insecure and not (self.tokens and self.tls_cert):
             raise ValueError(
                 f"refusing to serve on {self.host}, which is not a loopback address, without both "
                 "a token (--token-file or DCODEX_TOKEN) and TLS (--tls-cert/--tls-key); "
@@ -363,6 +368,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
         self.results = ResultCache(config.result_cache_entries, config.result_cache_ttl_s,
                                    config.result_cache_bytes)
         self.metrics = Metrics()
+        self.rates = RateLimiter(config.rate_limit, config.rate_burst)
 
     # -- RPCs ----------------------------------------------------------------------------------
 
@@ -419,6 +425,12 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                 request = request_from_pb(message, self.config)
             except BadRequest as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            client = _client(context)
+            if not self.rates.allow(client):
+                self.metrics.count("rejected")
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"rate limit of {self.config.rate_limit:g} runs/s (burst "
+                              f"{self.config.rate_burst}) exceeded for this client")
             strict = self.config.strict or message.strict
             key = ResultCache.key(request, strict) if request.cache else None
             if key is not None:
@@ -434,7 +446,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                     yield final
                     return
             try:
-                if not self.scheduler.acquire(_client(context), lambda: guard.cancelled
+                if not self.scheduler.acquire(client, lambda: guard.cancelled
                                               or not context.is_active()):
                     return  # the client went away while queued
             except Busy:
@@ -507,15 +519,42 @@ def _engine(backend, request, guard: _Guard, mailbox: Mailbox, scheduler: Schedu
 
 
 def _client(context) -> str:
-    """Whose request this is, for fair scheduling: the peer (address and port: one channel)."""
+    """Whose request this is, for fair scheduling and rate limits: its token where the server
+    has several, else the peer (address and port: one connection)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and value:
+            return "token:" + hashlib.sha256(str(value).encode()).hexdigest()[:16]
     return context.peer() or "?"
 
 
-class _TokenAuth(grpc.ServerInterceptor):
-    """Every RPC but the health service needs `authorization: Bearer TOKEN`."""
+class RateLimiter:
+    """A token bucket per client: `burst` runs at once, then `rate` per second."""
 
-    def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            level, then = self._buckets.pop(client, (float(self.burst), now))
+            level = min(float(self.burst), level + (now - then) * self.rate)
+            allowed = level >= 1
+            self._buckets[client] = (level - 1 if allowed else level, now)
+            while len(self._buckets) > 10000:  # forget the longest-idle clients
+                self._buckets.popitem(last=False)
+            return allowed
+
+
+class _TokenAuth(grpc.ServerInterceptor):
+    """Every RPC but the health service needs `authorization: Bearer TOKEN`, TOKEN one of the
+    server's (each compared in constant time, all of them every time)."""
+
+    def __init__(self, tokens):
+        self._expected = [f"Bearer {token}".encode() for token in tokens]
 
         def deny(request, context):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
@@ -528,7 +567,8 @@ class _TokenAuth(grpc.ServerInterceptor):
         given = next((v for k, v in details.invocation_metadata or () if k == "authorization"), "")
         if isinstance(given, str):
             given = given.encode()
-        if hmac.compare_digest(given, self._expected):
+        matches = [hmac.compare_digest(given, expected) for expected in self._expected]
+        if any(matches):
             return continuation(details)
         return self._deny
 
@@ -544,7 +584,7 @@ class Server:
         limit = config.max_code_bytes + 2 * config.max_stdin_bytes + (1 << 20)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dcodex-rpc"),
-            interceptors=[_TokenAuth(config.token)] if config.token else [],
+            interceptors=[_TokenAuth(config.tokens)] if config.tokens else [],
             maximum_concurrent_rpcs=threads,
             options=[("grpc.max_receive_message_length", limit),
                      ("grpc.so_reuseport", 0)])
@@ -588,7 +628,7 @@ def serve(config: ServerConfig, *, out=sys.stderr) -> int:
         signal.signal(sig, lambda *_: stop.set())
     caps = server.service.backend.caps
     security = ", ".join(filter(None, ["TLS" if config.tls_cert else "no TLS",
-                                       "token" if config.token else "no token"]))
+                                       "token" if config.tokens else "no token"]))
     print(f"dcodex serve: listening on {server.address} ({security}; {config.max_concurrent} "
           f"sandboxes, queue {config.queue_length}; isolation: {', '.join(caps.layers()) or 'none'})",
           file=out, flush=True)

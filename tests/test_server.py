@@ -666,3 +666,26 @@ def test_a_kernel_runs_its_cells_on_the_server(server):
         assert "cannot reach DCodeX server at 127.0.0.1:1" in gone.errors[0]["evalue"]
     finally:
         ks.stop_kernel(km, kc)
+
+
+def test_rate_limit_per_token(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# one token a line\nalice-token\n\nbob-token\n")
+    served = Served("--token-file", str(tokens), "--rate-limit", "0.5", "--rate-burst", "2")
+    try:
+        with grpc.insecure_channel(served.address) as channel:
+            stub = pb_grpc.CodeExecutorStub(channel)
+
+            def run(token):
+                try:
+                    logs = list(stub.Execute(pb.CodeRequest(language="python", code="print(1)"),
+                                             metadata=(("authorization", f"Bearer {token}"),)))
+                    return pb.Status.Name(logs[-1].status)
+                except grpc.RpcError as e:
+                    assert "rate limit of 0.5 runs/s" in e.details()
+                    return e.code().name
+
+            assert [run("alice-token") for _ in range(3)] == ["OK", "OK", "RESOURCE_EXHAUSTED"]
+            assert run("bob-token") == "OK"  # a client of its own
+    finally:
+        assert served.stop() == 0
