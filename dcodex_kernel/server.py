@@ -425,7 +425,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                 request = request_from_pb(message, self.config)
             except BadRequest as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-            client = _client(context)
+            client = _client(context, len(self.config.tokens) > 1)
             if not self.rates.allow(client):
                 self.metrics.count("rejected")
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -518,12 +518,13 @@ def _engine(backend, request, guard: _Guard, mailbox: Mailbox, scheduler: Schedu
         mailbox.close()
 
 
-def _client(context) -> str:
+def _client(context, by_token: bool) -> str:
     """Whose request this is, for fair scheduling and rate limits: its token where the server
-    has several, else the peer (address and port: one connection)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and value:
-            return "token:" + hashlib.sha256(str(value).encode()).hexdigest()[:16]
+    has several (`by_token`), else the peer (address and port: one connection)."""
+    if by_token:
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and value:
+                return "token:" + hashlib.sha256(str(value).encode()).hexdigest()[:16]
     return context.peer() or "?"
 
 
