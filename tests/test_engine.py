@@ -638,3 +638,19 @@ def test_disk_too_small_for_the_program_is_rejected(backend):
     if not backend.caps.filesystem:
         pytest.skip("no confined filesystem here: --disk bounds nothing")
     assert result.status is Status.REJECTED and "Disk limit of 1 MiB" in result.message, result
+
+
+def test_each_run_has_its_own_memory_limit_peak_and_verdict(backend):
+    """Consecutive runs (as root they share their uid's memory cgroup slot) each get their own
+    limit, peak and OOM verdict: a run after an OOM-killed one is ok, a lower limit and then a
+    higher one again both hold, and a small run after a big one reports a small peak."""
+    hold = "b = bytearray({mb} << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('held')"
+    steps = [(256, 150, Status.OK), (64, 150, Status.MEMORY_LIMIT), (256, 150, Status.OK),
+             (256, 1, Status.OK)]
+    results = []
+    for limit, mb, expect in steps:
+        result, _ = run(backend, "python", hold.format(mb=mb), memory=limit << 20)
+        assert result.status is expect, (limit, mb, result)
+        results.append(result)
+    assert results[0].peak_memory >= 150 << 20
+    assert results[3].peak_memory < 64 << 20, "the peak of an earlier run leaked into a later one"

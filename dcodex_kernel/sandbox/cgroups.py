@@ -7,20 +7,30 @@ engine's own cgroup delegates `memory` and `pids` to its children) are both unde
 
 Cost, measured here (kernel 6.18, v1): moving a process into a cgroup waits for an RCU grace
 period unless another move happened just before — ~5 ms per hierarchy for a cell run on its
-own. So on v1 a run joins only `memory` (the one limit no rlimit can express): its task count is
+own. So on v1 a run uses only `memory` (the one limit no rlimit can express: its task count is
 already bounded by RLIMIT_NPROC of its own uid, and its CPU total is summed from its process tree
-by the supervisor. On v2 one move covers memory, pids and cpu together. Each run's group is made *below the engine's own cgroup*, so the
+by the supervisor), and it is never moved at all: each sandbox uid has a memory cgroup of its
+own (a *slot*, made once per engine) with a spawner thread living in it, and the run's launcher
+is started by that thread, so it is born in the slot (v1 places threads, and memory is charged to
+the cgroup of the process that owns the memory: the run's, not the engine's). Between runs the
+slot's limit is set anew and its peak and failure counts are reset. On v2 (memory is not a
+threaded controller there) each run gets a fresh group, joined in one move for memory, pids and
+cpu together. Each run's group is made *below the engine's own cgroup*, so the
 limits of whatever contains the engine (a test's pids cap, a container, a systemd slice) still
 hold for its runs.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import itertools
 import os
+import queue
 import re
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import psutil
@@ -106,6 +116,13 @@ def _detect_v2() -> CgroupSupport | None:
     return CgroupSupport(2, {"memory": parent, "pids": parent, "cpu": parent})
 
 
+def for_run(support: CgroupSupport, *, uid: int | None, memory: int, tasks: int):
+    """The cgroup of one run: a v1 slot of its uid (see the module's doc), else a fresh group."""
+    if support.version == 1 and uid is not None:
+        return Slot.lease(support, uid, memory)
+    return RunCgroup(support, memory=memory, tasks=tasks)
+
+
 class RunCgroup:
     """The cgroup(s) of one run: made with its limits, read after it, removed at the end."""
 
@@ -150,6 +167,10 @@ class RunCgroup:
     def paths(self) -> list[str]:
         """Directories the launcher joins (one per hierarchy)."""
         return list(self.made)
+
+    def spawn(self, start):
+        """Run `start()` (which starts the launcher) where its child lands in this group."""
+        return start()
 
     @property
     def counts_cpu(self) -> bool:
@@ -221,3 +242,132 @@ def _sweep_orphans(support: CgroupSupport) -> None:
                     os.rmdir(os.path.join(parent, name))
                 except OSError:
                     pass
+
+
+class Slot(RunCgroup):
+    """A v1 memory cgroup kept for one sandbox uid of this engine, and the thread that starts
+    that uid's runs from inside it. A uid runs one run at a time, so a slot serves one run at a
+    time; `lease` readies it for the next run and `close` gives it back."""
+
+    _slots: dict[int, "Slot"] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def lease(cls, support: CgroupSupport, uid: int, memory: int) -> "Slot":
+        with cls._lock:
+            slot = cls._slots.get(uid)
+            if slot is None or not slot._in_place():
+                if not cls._slots:
+                    atexit.register(cls.remove_all)
+                slot = cls._slots[uid] = cls(support, uid)
+        slot._ready(memory)
+        return slot
+
+    def _in_place(self) -> bool:
+        """The slot is still below the engine's memory cgroup and its thread still in it (the
+        engine may have been moved since: its threads move with it)."""
+        parent = current_parents(self.support)["memory"]
+        if os.path.dirname(self.dirs["memory"]) != parent.rstrip("/"):
+            return False
+        try:
+            with open(f"/proc/self/task/{self._tid}/cgroup") as f:
+                for line in f:
+                    _, controllers, path = line.rstrip("\n").split(":", 2)
+                    if "memory" in controllers.split(","):
+                        return self.dirs["memory"].endswith(path)
+        except OSError:
+            pass
+        return False
+
+    def __init__(self, support: CgroupSupport, uid: int):  # noqa: super().__init__ not wanted
+        self.support = support
+        self.memory = 1 << 62  # a new group's limit: none
+        parent = current_parents(support)["memory"]
+        self.dirs = {"memory": os.path.join(parent.rstrip("/"), f"{RUN_PREFIX}{os.getpid()}-slot-{uid}")}
+        self.made = []
+        os.makedirs(self.dirs["memory"], 0o755, exist_ok=True)
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        joined: Future = Future()
+        threading.Thread(target=self._serve, args=(joined,), daemon=True,
+                         name=f"dcodex-slot-{uid}").start()
+        joined.result()  # raises if the thread could not join the slot
+
+    def _serve(self, joined: Future) -> None:
+        self._tid = threading.get_native_id()
+        try:  # v1 `tasks` moves this one thread (once per slot: the only move it ever makes)
+            with open(os.path.join(self.dirs["memory"], "tasks"), "w") as f:
+                f.write(str(self._tid))
+        except OSError as e:
+            joined.set_exception(e)
+            return
+        joined.set_result(None)
+        while True:
+            start, done = self._requests.get()
+            if start is None:  # the engine is exiting: leave the slot so it can be removed
+                done.set_result(None)
+                return
+            try:
+                done.set_result(start())
+            except BaseException as e:
+                done.set_exception(e)
+
+    def spawn(self, start):
+        done: Future = Future()
+        self._requests.put((start, done))
+        return done.result()
+
+    def _ready(self, memory: int) -> None:
+        # The peak and the OOM count are the run's own from here on.
+        self._oom_base = self._oom_count()
+        self._write("memory", "memory.max_usage_in_bytes", 0)
+        self._write("memory", "memory.failcnt", 0)
+        # memsw must stay >= the memory limit: raise it first, lower it after.
+        order = (("memory.memsw.limit_in_bytes", True), ("memory.limit_in_bytes", False))
+        if memory < self.memory:
+            order = order[::-1]
+        for name, optional in order:
+            try:
+                self._write("memory", name, memory, optional=optional)
+            except OSError:  # charges left from an earlier run sit above the new limit
+                self._write("memory", "memory.force_empty", 0)
+                self._write("memory", name, memory, optional=optional)
+        self.memory = memory
+
+    def _oom_count(self) -> int:
+        m = re.search(r"^oom_kill (\d+)", self._read("memory", "memory.oom_control"), re.MULTILINE)
+        return int(m.group(1)) if m else 0
+
+    def oom_kills(self) -> int:
+        kills = self._oom_count() - self._oom_base
+        return kills if kills and self.peak_memory() >= OWN_LIMIT_REACHED * self.memory else 0
+
+    def paths(self) -> list[str]:
+        return []  # born in the slot: nothing to join
+
+    @classmethod
+    def remove_all(cls) -> None:
+        """At engine exit: end the spawner threads and remove the slots (a cgroup someone else
+        made around the engine must not be left with our children in it)."""
+        with cls._lock:
+            slots, cls._slots = list(cls._slots.values()), {}
+        for slot in slots:
+            done: Future = Future()
+            slot._requests.put((None, done))
+            try:
+                done.result(timeout=1)
+            except Exception:
+                pass
+            deadline = time.monotonic() + 1.0
+            while True:
+                try:
+                    os.rmdir(slot.dirs["memory"])
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # the thread is still leaving it
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.005)
+
+    def close(self) -> None:
+        pass  # kept for the uid's next run

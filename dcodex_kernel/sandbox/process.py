@@ -83,8 +83,8 @@ def run_process(
     file of the work dir is copied to fd afterwards if it is a regular file of the program's.
     `python`: the program is the Python interpreter (its prefixes are shown to it).
     Closing the generator early (client gone, exception) still kills every process of the run."""
-    group = cgroups.RunCgroup(caps.cgroup, memory=limits.memory, tasks=limits.processes + 2) \
-        if caps.cgroup else None
+    group = cgroups.for_run(caps.cgroup, uid=workspace.uid, memory=limits.memory,
+                            tasks=limits.processes + 2) if caps.cgroup else None
     try:
         exit = yield from _run(argv, workspace, caps, env, limits, stdin, cancel, phase,
                                inputs, output, group, python)
@@ -96,7 +96,8 @@ def run_process(
 
 def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, output, group, python):
     # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
-    # fine: the thread that starts a run is blocked in this generator until the run ends.
+    # fine: the thread that starts a run is either blocked in this generator until the run ends
+    # or a cgroup slot's spawner, which lives as long as the engine.
     # argv[0] is a bare name: the run can read its init's command line (/proc/1/cmdline), and
     # the launcher's path would tell it where the engine user's cache and home are.
     cmd = ["dcodex-launch", *caps.launcher_flags(python=python), "-P", str(os.getpid())]
@@ -118,11 +119,13 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
     oom_before = _oom_kill_count()
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            cmd, executable=launcher_path(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=workspace.workdir or "/", env=env, pass_fds=(stats_w, *caps.inherited_fds(), *fds),
-            start_new_session=True,
-        )
+        def start():
+            return subprocess.Popen(
+                cmd, executable=launcher_path(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, cwd=workspace.workdir or "/", env=env,
+                pass_fds=(stats_w, *caps.inherited_fds(), *fds), start_new_session=True,
+            )
+        proc = group.spawn(start) if group is not None else start()
     except BaseException:
         os.close(stats_r)
         raise
