@@ -2,9 +2,10 @@
 // options: --memory 64M
 // message: Memory limit of 64 MiB
 //
-// Keeps growing a vector of 1 MiB strings. When the memory limit (64 MiB here)
-// is reached, `new` throws std::bad_alloc; nobody catches it, so the program
-// aborts - and the engine reports memory_limit rather than a plain crash.
+// Keeps growing a vector of 1 MiB strings until the memory limit (64 MiB here)
+// is reached. With a memory cgroup (as root) the kernel stops the run there;
+// without one `new` throws std::bad_alloc, nobody catches it and the program
+// aborts. Either way the engine reports memory_limit, not a plain crash.
 #include <string>
 #include <vector>
 
