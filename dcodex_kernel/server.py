@@ -448,7 +448,10 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
             try:
                 if not self.scheduler.acquire(client, lambda: guard.cancelled
                                               or not context.is_active()):
-                    return  # the client went away while queued
+                    # Cancelled (or gone) while queued: nothing ran.
+                    yield result_to_pb(Result(Status.CANCELLED, "Interrupted"),
+                                       elapsed_s=time.monotonic() - start)
+                    return
             except Busy:
                 self.metrics.count("rejected")
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -593,13 +596,17 @@ class Server:
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
-        if config.tls_cert:
-            creds = grpc.ssl_server_credentials([(config.tls_key, config.tls_cert)])
-            self.port = self._grpc.add_secure_port(address, creds)
-        else:
-            self.port = self._grpc.add_insecure_port(address)
+        try:
+            if config.tls_cert:
+                creds = grpc.ssl_server_credentials([(config.tls_key, config.tls_cert)])
+                self.port = self._grpc.add_secure_port(address, creds)
+            else:
+                self.port = self._grpc.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen on {address}")
+            raise OSError(f"cannot listen on {address} (the port is in use, or the address is "
+                          "not this machine's)")
 
     @property
     def address(self) -> str:

@@ -408,11 +408,16 @@ def test_tls_with_a_token(tmp_path):
         assert served.stop() == 0
 
 
-def test_a_public_address_needs_token_and_tls():
+def test_a_public_address_needs_token_and_tls(server):
     proc = subprocess.run([*DCODEX, "serve", "--host", "0.0.0.0", "--port", "0"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "not a loopback address" in proc.stderr and "--insecure" in proc.stderr
+    port = server.address.rsplit(":", 1)[1]
+    proc = subprocess.run([*DCODEX, "serve", "--port", port], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 1 and "cannot listen on 127.0.0.1:" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 DISCONNECTING_CLIENT = r'''
@@ -480,6 +485,25 @@ def test_past_the_queue_is_resource_exhausted():
                     assert "busy" in e.details()
             assert sorted(outcomes) == ["OK", "OK", "RESOURCE_EXHAUSTED"]
             assert stub.GetSystemMetrics(pb.EmptyRequest()).requests_rejected == 1
+    finally:
+        assert served.stop() == 0
+
+
+def test_a_run_cancelled_while_queued_never_runs():
+    served = Served("--max-concurrent", "1")
+    try:
+        busy = RemoteBackend(served.address).execute(
+            request("python", "import time\nprint('busy', flush=True)\ntime.sleep(1)", wall_s=2))
+        assert next(busy).text == "busy\n"
+        token = CancelToken()
+        queued = RemoteBackend(served.address).execute(request("python", "print('never')"), token)
+        threading.Timer(0.3, token.cancel).start()
+        start = time.monotonic()
+        events = list(queued)
+        token.close()
+        assert len(events) == 1 and events[0].status is Status.CANCELLED, events
+        assert time.monotonic() - start < 0.9
+        assert collect(busy).ok  # the running one went on
     finally:
         assert served.stop() == 0
 

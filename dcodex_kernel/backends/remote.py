@@ -167,7 +167,9 @@ class RemoteBackend:
                         result = event
                     else:
                         yield event
-            if result is None:
+            if result is None and cancel_sent.is_set():
+                result = Result(Status.CANCELLED, "Interrupted")
+            elif result is None:
                 result = Result(Status.INTERNAL_ERROR, f"DCodeX server at {self.address} ended "
                                 "the stream without a result")
         except grpc.RpcError as e:
