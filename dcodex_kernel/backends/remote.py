@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import select
 import threading
+import time
 from typing import Iterator
 
 from ..cancel import CancelToken
@@ -41,6 +42,7 @@ class RemoteBackend:
         self.connect_timeout = connect_timeout
         self._channel = None
         self._lock = threading.Lock()
+        self._unsubscribed = -1.0
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -84,6 +86,7 @@ class RemoteBackend:
             settled.wait(self.connect_timeout)
         finally:
             channel.unsubscribe(watch)
+            self._unsubscribed = time.monotonic()
         state = seen[-1] if seen else None
         if state is grpc.ChannelConnectivity.READY:
             return None
@@ -93,6 +96,9 @@ class RemoteBackend:
                 f"{self.connect_timeout:g} s")
 
     def close(self) -> None:
+        # gRPC's connectivity poller notices an unsubscribe only on its next 0.2 s tick, and
+        # raises in its thread if the channel is closed before that.
+        time.sleep(max(0.0, self._unsubscribed + 0.3 - time.monotonic()))
         with self._lock:
             if self._channel is not None:
                 self._channel.close()
