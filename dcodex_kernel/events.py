@@ -30,6 +30,34 @@ class Output:
     phase: str = "run"
 
 
+ACCEPTED = "accepted"
+WRONG_ANSWER = "wrong_answer"
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """How one test case went. `verdict` is "accepted", "wrong_answer", or the value of the
+    run's own Status when it did not end ok ("time_limit", "runtime_error", "cancelled", …);
+    `message` is '' when accepted, the first difference for a wrong answer ("line 3: expected
+    '5', got '6'"), else the run's one-line message."""
+
+    name: str
+    verdict: str
+    message: str = ""
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    peak_memory: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict == ACCEPTED
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
 @dataclass(frozen=True)
 class Result:
     status: Status
@@ -42,6 +70,13 @@ class Result:
     truncated: bool = False  # the output cap was hit
     cached: bool = False  # the build came from the build cache
     isolation: tuple[str, ...] = ()  # sandbox layers that were active
+    # A run with test cases: one CaseResult per case, in the cases' order. Its status is then
+    # OK when every case is accepted; CANCELLED when it was interrupted; INTERNAL_ERROR when the
+    # engine failed a case; otherwise RUNTIME_ERROR with the message "N of M cases failed" (no
+    # new Status: the per-case verdicts say what failed). A compile error is one COMPILE_ERROR
+    # Result with no cases. exit_code/signal are None; cpu_s is the cases' sum, peak_memory their
+    # largest, wall_s the time from the first case's start to the last one's end.
+    cases: tuple[CaseResult, ...] = ()
     # Filled only by `collect()`, for callers that want the whole output at the end.
     stdout: str = field(default="", repr=False)
     stderr: str = field(default="", repr=False)
@@ -68,6 +103,7 @@ class Result:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["status"] = self.status.value
         d["isolation"] = list(self.isolation)
+        d["cases"] = [case.to_dict() for case in self.cases]
         return d
 
 

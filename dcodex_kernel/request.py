@@ -9,6 +9,8 @@ from decimal import Decimal
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 
+from .verdicts import MAX_CASES, Case, parse_mode
+
 
 class Language(str, Enum):
     C = "c"
@@ -221,6 +223,11 @@ class Request:
     args: tuple[str, ...] = ()
     cache: bool = True  # use the build cache (never changes what runs, only whether it recompiles)
     color: bool = False  # ask the compiler for coloured diagnostics
+    # Test cases: when given, the program is built once and run once per case, with the case's
+    # input as stdin (so `stdin` must be empty), and its stdout compared with the case's expected
+    # output by `compare` (a mode of `verdicts.parse_mode`: default, exact, tokens, float:TOL).
+    cases: tuple[Case, ...] = ()
+    compare: str = "default"
 
     def __post_init__(self):
         if not isinstance(self.language, Language):
@@ -229,3 +236,17 @@ class Request:
             object.__setattr__(self, "stdin", self.stdin.encode())
         for name in ("cflags", "ldflags", "args"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.cases or self.compare != "default":
+            self._check_cases()
+
+    def _check_cases(self):
+        cases = tuple(self.cases)
+        object.__setattr__(self, "cases", cases)
+        object.__setattr__(self, "compare", str(parse_mode(self.compare)))
+        for case in cases:
+            if not isinstance(case, Case):
+                raise ValueError(f"cases must be verdicts.Case, got {type(case).__name__}")
+        if len(cases) > MAX_CASES:
+            raise ValueError(f"{len(cases)} cases is more than the maximum of {MAX_CASES}")
+        if cases and self.stdin:
+            raise ValueError("stdin and cases cannot be used together (each case gives its own stdin)")

@@ -6,17 +6,20 @@ import contextlib
 import logging
 import os
 import re
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Iterator
 
 from ..build_cache import BuildCache, cache_key
 from ..cancel import CancelToken
-from ..events import Event, Output, Result, Status
+from ..events import ACCEPTED, WRONG_ANSWER, CaseResult, Event, Output, Result, Status
 from ..languages import LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, recipe
 from ..request import Request
 from ..sandbox import isolation
 from ..sandbox.outcome import classify
 from ..sandbox.process import run_process
+from ..verdicts import compare, parse_mode
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,9 @@ def strict_from_env(environ=None) -> bool:
 
 
 class LocalBackend:
+    # Test cases run this many at a time (None: one per core this process may use).
+    case_parallelism: int | None = None
+
     def __init__(self, cache: BuildCache | None = None, caps: isolation.Capabilities | None = None,
                  strict: bool | None = None):
         self._cache = cache
@@ -95,6 +101,9 @@ class LocalBackend:
                 yield Result(Status.REJECTED, "strict mode: this machine lacks the sandbox layer(s) "
                              f"{', '.join(problems)}; see `dcodex doctor`")
                 return
+        if request.cases:
+            yield from self._execute_cases(request, cancel)
+            return
         try:
             caps = self.caps
             workspace = isolation.Workspace(caps)
@@ -140,6 +149,94 @@ class LocalBackend:
                       wall_s=exit.wall_s, peak_memory=exit.peak_memory, truncated=exit.truncated,
                       cached=cached)
 
+    def _execute_cases(self, request: Request, cancel: CancelToken | None) -> Iterator[Event]:
+        """Build once (compile output streams as usual), then run every case in its own sandbox,
+        several at a time; one Result carrying a CaseResult per case (see `Result.cases`)."""
+        caps = self.caps
+        try:
+            result = yield from self._build_and_run_cases(request, caps, cancel)
+        except Exception as e:  # (GeneratorExit, a client gone, is not one: it passes through)
+            log.exception("cases run failed")
+            result = Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
+        yield replace(result, isolation=caps.layers())
+
+    def _build_and_run_cases(self, request, caps, cancel):
+        rec = recipe(request.language)
+        with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source:
+            sources = ((rec.source_file, source, 0o644),)
+            program, cached = None, False
+            if rec.compiles:
+                try:
+                    ws = isolation.Workspace(caps).__enter__()
+                except Exception as e:  # launcher cannot be built, no free uid, ...
+                    log.exception("sandbox set-up failed")
+                    return Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
+                try:
+                    program, failed, cached = yield from self._build(
+                        rec, request, caps, ws, sandbox_env(ws.workdir), sources, cancel)
+                finally:
+                    ws.__exit__(None, None, None)  # the build's uid is free for a case
+                if failed:
+                    return failed
+                argv = rec.run_argv(request.args)
+                inputs = ((PROGRAM, program, 0o755),)
+            else:
+                argv = rec.run_argv(request.args, python=caps.python())
+                inputs = sources
+            try:
+                started = time.monotonic()
+                results = self._run_cases(request, caps, argv, inputs, not rec.compiles, cancel)
+                wall_s = time.monotonic() - started
+            finally:
+                if program is not None:
+                    os.close(program)
+        return _cases_result(results, wall_s, cached)
+
+    def _run_cases(self, request, caps, argv, inputs, python, cancel) -> list[CaseResult]:
+        """Every case's CaseResult, in order. Cases run in worker threads, at most
+        `case_parallelism` at once; the caller's cancel (or anything ending this early) stops
+        them all, and this returns only when every run has ended."""
+        mode = parse_mode(request.compare)
+        workers = min(len(request.cases), self.case_parallelism or len(os.sched_getaffinity(0)))
+        stop = CancelToken()  # what the runs watch: set on the caller's cancel or on the way out
+
+        def one(case) -> CaseResult:
+            if stop.cancelled:
+                return CaseResult(case.name, Status.CANCELLED.value, "Interrupted")
+            try:
+                with isolation.Workspace(caps) as ws:
+                    stdout, exit = _drain(run_process(
+                        argv, workspace=ws, caps=caps, env=sandbox_env(ws.workdir),
+                        limits=request.limits, stdin=case.input, cancel=stop, phase="run",
+                        inputs=inputs, python=python))
+            except Exception as e:
+                log.exception("case %s failed", case.name)
+                return CaseResult(case.name, Status.INTERNAL_ERROR.value, f"{type(e).__name__}: {e}")
+            status, message, code, sig = classify(exit, request.limits)
+            if status is Status.OK:
+                accepted, detail = compare(case.expected, stdout, mode)
+                verdict, message = (ACCEPTED, "") if accepted else (WRONG_ANSWER, detail)
+            else:
+                verdict = status.value
+            return CaseResult(case.name, verdict, message, wall_s=exit.wall_s, cpu_s=exit.cpu_s,
+                              peak_memory=exit.peak_memory, exit_code=code, signal=sig)
+
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcodex-case")
+        try:
+            futures = [pool.submit(one, case) for case in request.cases]
+            pending = set(futures)
+            while pending:
+                # The runs watch `stop`; the caller's token is looked at here, often enough for
+                # an interrupt to stop them all within a fraction of a second.
+                if cancel is not None and cancel.cancelled:
+                    stop.cancel()
+                _, pending = wait(pending, timeout=0.02, return_when=FIRST_COMPLETED)
+            return [f.result() for f in futures]
+        finally:
+            stop.cancel()  # a no-op after a normal end: every run is over
+            pool.shutdown(wait=True, cancel_futures=True)
+            stop.close()
+
     def _build(self, rec, request, caps, ws, env, sources, cancel):
         """The compiled program, from the cache or the compiler (in the sandbox). Returns
         (an open fd of the program, the Result if the build failed, whether it was cached)."""
@@ -183,6 +280,38 @@ class LocalBackend:
         except BaseException:
             os.close(program)
             raise
+
+
+def _drain(events) -> tuple[str, object]:
+    """Run a run_process generator to its end: (its stdout, its ProcessExit). Closed whatever
+    happens, which ends the run."""
+    stdout = []
+    try:
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as end:
+                return "".join(stdout), end.value
+            if event.stream == "stdout":
+                stdout.append(event.text)
+    finally:
+        events.close()
+
+
+def _cases_result(cases: list[CaseResult], wall_s: float, cached: bool) -> Result:
+    """The one Result of a run with cases (its status rules are `Result.cases`')."""
+    stats = dict(wall_s=wall_s, cpu_s=sum(c.cpu_s for c in cases),
+                 peak_memory=max((c.peak_memory for c in cases), default=0), cached=cached,
+                 cases=tuple(cases))
+    if any(c.verdict == Status.CANCELLED.value for c in cases):
+        return Result(Status.CANCELLED, "Interrupted", **stats)
+    broken = next((c for c in cases if c.verdict == Status.INTERNAL_ERROR.value), None)
+    if broken is not None:
+        return Result(Status.INTERNAL_ERROR, f"case {broken.name}: {broken.message}", **stats)
+    failed = sum(not c.accepted for c in cases)
+    if failed:
+        return Result(Status.RUNTIME_ERROR, f"{failed} of {len(cases)} cases failed", **stats)
+    return Result(Status.OK, "", **stats)
 
 
 @contextlib.contextmanager
