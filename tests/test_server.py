@@ -212,6 +212,20 @@ def test_unreachable_server_is_one_clear_result():
     assert events[0].message.startswith("cannot reach DCodeX server at 127.0.0.1:1: ")
 
 
+def test_a_server_that_never_answers_is_one_clear_result_too():
+    import socket
+
+    with socket.socket() as mute:  # accepts connections (the kernel's backlog), says nothing
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)
+        address = "127.0.0.1:%d" % mute.getsockname()[1]
+        start = time.monotonic()
+        events = list(RemoteBackend(address, connect_timeout=1).execute(request("c", "int main(void){}")))
+        assert time.monotonic() - start < 4
+    assert len(events) == 1 and events[0].status is Status.INTERNAL_ERROR
+    assert events[0].message.startswith(f"cannot reach DCodeX server at {address}: ")
+
+
 def test_requests_are_clamped_to_the_servers_maxima(remote):
     result = collect(remote.execute(request("python", "import time\ntime.sleep(30)\n",
                                             wall_s=30, cpu_s=30)))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import select
 import threading
-import time
 from typing import Iterator
 
 from ..cancel import CancelToken
@@ -42,7 +41,6 @@ class RemoteBackend:
         self.connect_timeout = connect_timeout
         self._channel = None
         self._lock = threading.Lock()
-        self._unsubscribed = -1.0
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -53,8 +51,13 @@ class RemoteBackend:
 
         with self._lock:
             if self._channel is None:
+                # A connection attempt that gets no answer gives up after connect_timeout (a
+                # refused one at once); calls then fail UNAVAILABLE (wait_for_ready=False).
                 options = [("grpc.max_receive_message_length", 64 << 20),
-                           ("grpc.service_config", SERVICE_CONFIG)]
+                           ("grpc.service_config", SERVICE_CONFIG),
+                           ("grpc.min_reconnect_backoff_ms", int(self.connect_timeout * 1000)),
+                           ("grpc.initial_reconnect_backoff_ms", 200),
+                           ("grpc.max_reconnect_backoff_ms", 2000)]
                 target = grpc_target(self.address)
                 if self.tls_ca is not None:
                     creds = grpc.ssl_channel_credentials(root_certificates=self.tls_ca)
@@ -66,39 +69,7 @@ class RemoteBackend:
     def _metadata(self):
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 
-    def _connect(self) -> str | None:
-        """None once the channel is up, else why it is not: at once if the connection fails
-        (refused, no such host), else after `connect_timeout` seconds."""
-        import grpc
-
-        _, channel = self._stub()
-        settled = threading.Event()
-        seen = []
-
-        def watch(state):
-            seen.append(state)
-            if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
-                         grpc.ChannelConnectivity.SHUTDOWN):
-                settled.set()
-
-        channel.subscribe(watch, try_to_connect=True)
-        try:
-            settled.wait(self.connect_timeout)
-        finally:
-            channel.unsubscribe(watch)
-            self._unsubscribed = time.monotonic()
-        state = seen[-1] if seen else None
-        if state is grpc.ChannelConnectivity.READY:
-            return None
-        if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-            return f"cannot reach DCodeX server at {self.address}: connection failed"
-        return (f"cannot reach DCodeX server at {self.address}: no connection within "
-                f"{self.connect_timeout:g} s")
-
     def close(self) -> None:
-        # gRPC's connectivity poller notices an unsubscribe only on its next 0.2 s tick, and
-        # raises in its thread if the channel is closed before that.
-        time.sleep(max(0.0, self._unsubscribed + 0.3 - time.monotonic()))
         with self._lock:
             if self._channel is not None:
                 self._channel.close()
@@ -137,10 +108,6 @@ class RemoteBackend:
             return
         if cancel is not None and cancel.cancelled:
             yield Result(Status.CANCELLED, "Interrupted")
-            return
-        problem = self._connect()
-        if problem:
-            yield Result(Status.INTERNAL_ERROR, problem)
             return
         stub, _ = self._stub()
         done = threading.Event()  # the response stream is over
