@@ -33,7 +33,7 @@ import pytest
 from dcodex_kernel.options import parse_header, request_from
 from dcodex_kernel.request import Language, Limits
 
-from ..support import PidsCgroup, is_sandbox_uid, ordinary_user, wait_until
+from ..support import PidsCgroup, alive, is_sandbox_uid, ordinary_user, wait_until
 from ..test_examples import ALL as EXAMPLES
 from .cases import MARKER, Case, cases
 
@@ -217,13 +217,19 @@ def engine_run(request, tmp_path_factory) -> EngineRun:
         lines = _run_engine(argv, env, [
             {"name": c.name, "language": c.language, "code": c.code, "options": c.options}
             for c in all_cases], cgroup, as_user)
+        # What is still alive of the runs: everything left in the bounding cgroup (only this
+        # engine's runs are in it), else processes of the sandbox uids / the user since the start.
+        def leftovers():
+            if cgroup is not None:
+                return [(p.pid, p.name()) for p in cgroup.processes() if alive(p)]
+            return _leftovers(uid if mode == "user" else None, since)
+        left = [] if wait_until(lambda: not leftovers(), timeout=5) else leftovers()
     finally:
         if cgroup is not None:
             cgroup.close()
         unix_l.close()
         tcp_l.close()
         os.unlink(sock_path)
-    left = wait_until(lambda: _leftovers(uid if mode == "user" else None, since) or None, timeout=5) or []
     run = EngineRun(mode, home, uid, facts, lines[0]["engine"], {r["name"]: r for r in lines[1:]},
                     before, _snapshot(home), tmp_mode, left, unix_l.clients, tcp_l.clients)
     run.cases = {c.name: c for c in all_cases}
