@@ -37,7 +37,8 @@ from .cancel import CancelToken
 from .events import Output, Result, Status
 from .proto import dcodex_pb2 as pb
 from .proto import dcodex_pb2_grpc as pb_grpc
-from .proto.convert import LIMIT_FIELDS, limits_to_pb, output_to_pb, result_to_pb
+from .proto.convert import (LIMIT_FIELDS, cases_from_pb, limits_to_pb, output_to_pb,
+                            result_to_pb)
 from .request import Language, Limits, Request
 
 log = logging.getLogger(__name__)
@@ -159,12 +160,20 @@ def request_from_pb(message: pb.CodeRequest, config: ServerConfig) -> Request:
             if len(word.encode("utf-8")) > config.max_flag_bytes or "\0" in word:
                 raise BadRequest(f"a word of {name} is longer than {config.max_flag_bytes} bytes "
                                  "or holds a NUL byte")
+    case_bytes = sum(len(c.input) + len(c.expected) + len(c.name) for c in message.cases)
+    if case_bytes > config.max_stdin_bytes:
+        raise BadRequest(f"the test cases hold {case_bytes} bytes, above the server's limit of "
+                         f"{config.max_stdin_bytes}")
     limits = clamp(message.limits, config.defaults, config.maxima)
-    return Request(language=language, code=message.code, stdin=stdin, limits=limits,
-                   cflags=tuple(message.cflags), ldflags=tuple(message.ldflags),
-                   args=tuple(message.args),
-                   cache=message.cache if message.HasField("cache") else True,
-                   color=message.color)
+    try:
+        return Request(language=language, code=message.code, stdin=stdin, limits=limits,
+                       cflags=tuple(message.cflags), ldflags=tuple(message.ldflags),
+                       args=tuple(message.args),
+                       cache=message.cache if message.HasField("cache") else True,
+                       color=message.color, cases=cases_from_pb(message),
+                       compare=message.compare or "default")
+    except ValueError as e:  # bad cases or compare mode
+        raise BadRequest(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,12 +301,14 @@ class ResultCache:
     def key(request: Request, strict: bool) -> tuple:
         return (request.language.value, request.code, request.stdin,
                 dataclasses.astuple(request.limits), request.cflags, request.ldflags,
-                request.args, request.color, strict)
+                request.args, request.color, strict, request.compare,
+                tuple((c.name, c.input, c.expected) for c in request.cases))
 
     @staticmethod
     def _key_size(key: tuple) -> int:
         return sum(len(part) for part in key if isinstance(part, (str, bytes))) + \
-            sum(len(w) for part in key[4:7] for w in part)
+            sum(len(w) for part in key[4:7] for w in part) + \
+            sum(len(x) for case in key[10] for x in case)
 
     def get(self, key) -> list[bytes] | None:
         with self._lock:

@@ -77,7 +77,7 @@ from dcodex_kernel.proto import dcodex_pb2 as pb
 from dcodex_kernel.proto import dcodex_pb2_grpc as pb_grpc
 from dcodex_kernel.request import Limits, Request
 
-from .support import sandbox_processes, wait_until
+from .support import alive, is_sandbox_uid, wait_until
 
 DCODEX = [sys.executable, "-m", "dcodex_kernel"]
 PROTO_DIR = generate.HERE
@@ -134,6 +134,21 @@ def stub(server):
         yield pb_grpc.CodeExecutorStub(channel)
 
 
+def sandbox_processes():
+    """Live processes of runs below this test process (its servers' runs among them); not
+    support.sandbox_processes(), which as root also counts other engines' runs on the machine."""
+    import psutil
+
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if alive(p) and (p.name().startswith("dcodex-launch") or is_sandbox_uid(p)):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
 def no_sandbox_left(timeout=3.0):
     return wait_until(lambda: not sandbox_processes(), timeout)
 
@@ -187,6 +202,20 @@ def test_every_status_as_with_the_local_backend(expected, remote, backend):
         assert "[Output truncated: exceeded 4 KB limit]" in there.stderr
     if expected == "compile_error":
         assert "error" in there.message
+
+
+def test_test_cases_run_remotely_as_locally(remote, backend):
+    from dcodex_kernel.verdicts import Case
+
+    req = Request("python", "print(int(input()) * 2)\n", limits=Limits(wall_s=2, cpu_s=2),
+                  cases=(Case("two", "2\n", "4\n"), Case("three", "3\n", "7\n"),
+                         Case("bad", "x\n", "0\n")))
+    there, here = collect(remote.execute(req)), collect(backend.execute(req))
+    assert there.status is here.status is Status.RUNTIME_ERROR and there.message == here.message
+    assert [(c.name, c.verdict, c.message) for c in there.cases] == \
+        [(c.name, c.verdict, c.message) for c in here.cases]
+    assert [c.verdict for c in there.cases] == ["accepted", "wrong_answer", "runtime_error"]
+    assert there.cases[2].exit_code == 1 and there.cases[0].peak_memory > 0
 
 
 def test_cancel_kills_the_program_and_ends_cancelled(remote):

@@ -3,8 +3,9 @@ the meaning stays with `Request`, `Output` and `Result`. (Imports protobuf, not 
 
 from __future__ import annotations
 
-from ..events import Event, Output, Result, Status
+from ..events import CaseResult, Event, Output, Result, Status
 from ..request import Limits, Request
+from ..verdicts import Case
 from . import dcodex_pb2 as pb
 
 STATUS_TO_PB = {status: pb.Status.Value(status.name) for status in Status}
@@ -26,7 +27,9 @@ def request_to_pb(request: Request, *, strict: bool = False) -> pb.CodeRequest:
     message = pb.CodeRequest(
         language=request.language.value, code=request.code,
         limits=limits_to_pb(request.limits), cflags=request.cflags, ldflags=request.ldflags,
-        args=request.args, cache=request.cache, color=request.color, strict=strict)
+        args=request.args, cache=request.cache, color=request.color, strict=strict,
+        cases=[pb.TestCase(name=c.name, input=c.input, expected=c.expected) for c in request.cases],
+        compare=request.compare)
     try:
         message.stdin_data = request.stdin.decode("utf-8")
     except UnicodeDecodeError:
@@ -75,7 +78,24 @@ def result_to_pb(result: Result, *, elapsed_s: float = 0.0) -> pb.ExecutionLog:
         isolation=result.isolation, phase=pb.NOTE, stderr_chunk=dcodex_note(result))
     if result.exit_code is not None:
         log.exit_code = result.exit_code
+    for case in result.cases:
+        wire = log.cases.add(name=text(case.name), verdict=case.verdict, message=text(case.message),
+                             wall_time_s=case.wall_s, cpu_time_s=case.cpu_s,
+                             peak_memory_bytes=case.peak_memory, signal=case.signal or 0)
+        if case.exit_code is not None:
+            wire.exit_code = case.exit_code
     return log
+
+
+def cases_from_pb(message: pb.CodeRequest) -> tuple[Case, ...]:
+    return tuple(Case(c.name, c.input, c.expected) for c in message.cases)
+
+
+def _case_from_pb(case: pb.CaseResult) -> CaseResult:
+    return CaseResult(case.name, case.verdict, case.message, wall_s=case.wall_time_s,
+                      cpu_s=case.cpu_time_s, peak_memory=case.peak_memory_bytes,
+                      exit_code=case.exit_code if case.HasField("exit_code") else None,
+                      signal=case.signal or None)
 
 
 def events_from_pb(log: pb.ExecutionLog) -> list[Event]:
@@ -87,7 +107,8 @@ def events_from_pb(log: pb.ExecutionLog) -> list[Event]:
             exit_code=log.exit_code if log.HasField("exit_code") else None,
             signal=log.signal or None, cpu_s=log.cpu_time_s, wall_s=log.wall_time_s,
             peak_memory=log.peak_memory_bytes, truncated=log.output_truncated,
-            cached=log.build_cached or log.cache_hit, isolation=tuple(log.isolation))]
+            cached=log.build_cached or log.cache_hit, isolation=tuple(log.isolation),
+            cases=tuple(_case_from_pb(case) for case in log.cases))]
     if log.phase == pb.NOTE:
         return []
     phase = PHASE_FROM_PB.get(log.phase, "run")

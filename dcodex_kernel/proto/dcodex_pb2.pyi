@@ -50,7 +50,7 @@ class EmptyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CodeRequest(_message.Message):
-    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin")
+    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare")
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     STDIN_DATA_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,8 @@ class CodeRequest(_message.Message):
     COLOR_FIELD_NUMBER: _ClassVar[int]
     STRICT_FIELD_NUMBER: _ClassVar[int]
     STREAM_STDIN_FIELD_NUMBER: _ClassVar[int]
+    CASES_FIELD_NUMBER: _ClassVar[int]
+    COMPARE_FIELD_NUMBER: _ClassVar[int]
     language: str
     code: str
     stdin_data: str
@@ -75,7 +77,39 @@ class CodeRequest(_message.Message):
     color: bool
     strict: bool
     stream_stdin: bool
-    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ...) -> None: ...
+    cases: _containers.RepeatedCompositeFieldContainer[TestCase]
+    compare: str
+    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ...) -> None: ...
+
+class TestCase(_message.Message):
+    __slots__ = ("name", "input", "expected")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    input: bytes
+    expected: bytes
+    def __init__(self, name: _Optional[str] = ..., input: _Optional[bytes] = ..., expected: _Optional[bytes] = ...) -> None: ...
+
+class CaseResult(_message.Message):
+    __slots__ = ("name", "verdict", "message", "wall_time_s", "cpu_time_s", "peak_memory_bytes", "exit_code", "signal")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WALL_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    CPU_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    verdict: str
+    message: str
+    wall_time_s: float
+    cpu_time_s: float
+    peak_memory_bytes: int
+    exit_code: int
+    signal: int
+    def __init__(self, name: _Optional[str] = ..., verdict: _Optional[str] = ..., message: _Optional[str] = ..., wall_time_s: _Optional[float] = ..., cpu_time_s: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("cpu_time_s", "wall_time_s", "memory_bytes", "output_bytes", "processes", "file_size_bytes", "open_files", "disk_bytes")
@@ -98,7 +132,7 @@ class Limits(_message.Message):
     def __init__(self, cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., processes: _Optional[int] = ..., file_size_bytes: _Optional[int] = ..., open_files: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class ExecutionLog(_message.Message):
-    __slots__ = ("stdout_chunk", "stderr_chunk", "peak_memory_bytes", "execution_time_ms", "cache_hit", "wall_clock_timeout", "output_truncated", "status", "phase", "message", "exit_code", "signal", "cpu_time_s", "wall_time_s", "build_cached", "isolation")
+    __slots__ = ("stdout_chunk", "stderr_chunk", "peak_memory_bytes", "execution_time_ms", "cache_hit", "wall_clock_timeout", "output_truncated", "status", "phase", "message", "exit_code", "signal", "cpu_time_s", "wall_time_s", "build_cached", "isolation", "cases")
     STDOUT_CHUNK_FIELD_NUMBER: _ClassVar[int]
     STDERR_CHUNK_FIELD_NUMBER: _ClassVar[int]
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +149,7 @@ class ExecutionLog(_message.Message):
     WALL_TIME_S_FIELD_NUMBER: _ClassVar[int]
     BUILD_CACHED_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    CASES_FIELD_NUMBER: _ClassVar[int]
     stdout_chunk: str
     stderr_chunk: str
     peak_memory_bytes: int
@@ -131,7 +166,8 @@ class ExecutionLog(_message.Message):
     wall_time_s: float
     build_cached: bool
     isolation: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, stdout_chunk: _Optional[str] = ..., stderr_chunk: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., execution_time_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., wall_clock_timeout: _Optional[bool] = ..., output_truncated: _Optional[bool] = ..., status: _Optional[_Union[Status, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., build_cached: _Optional[bool] = ..., isolation: _Optional[_Iterable[str]] = ...) -> None: ...
+    cases: _containers.RepeatedCompositeFieldContainer[CaseResult]
+    def __init__(self, stdout_chunk: _Optional[str] = ..., stderr_chunk: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., execution_time_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., wall_clock_timeout: _Optional[bool] = ..., output_truncated: _Optional[bool] = ..., status: _Optional[_Union[Status, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., build_cached: _Optional[bool] = ..., isolation: _Optional[_Iterable[str]] = ..., cases: _Optional[_Iterable[_Union[CaseResult, _Mapping]]] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
     __slots__ = ("request", "stdin_chunk", "stdin_eof", "cancel")
