@@ -278,3 +278,12 @@ def test_cases_run_side_by_side(backend):
     assert result.status is Status.OK, result.cases
     workers = min(4, len(os.sched_getaffinity(0)))
     assert elapsed < 4 * 0.5 / workers + 0.8, f"{elapsed:.2f} s for 4 cases of 0.5 s on {workers} workers"
+
+
+@pytestmark_engine
+def test_case_parallelism_bounds_how_many_run_at_once(backend, monkeypatch):
+    monkeypatch.setattr(backend, "case_parallelism", 1)
+    cases = [Case(str(i), "", "") for i in range(3)]
+    started = time.monotonic()
+    result, _ = execute(backend, Request(Language.PYTHON, "import time\ntime.sleep(0.3)\n", cases=cases))
+    assert result.status is Status.OK and time.monotonic() - started >= 0.9

@@ -152,7 +152,12 @@ class LocalBackend:
     def _execute_cases(self, request: Request, cancel: CancelToken | None) -> Iterator[Event]:
         """Build once (compile output streams as usual), then run every case in its own sandbox,
         several at a time; one Result carrying a CaseResult per case (see `Result.cases`)."""
-        caps = self.caps
+        try:
+            caps = self.caps
+        except Exception as e:
+            log.exception("sandbox detection failed")
+            yield Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
+            return
         try:
             result = yield from self._build_and_run_cases(request, caps, cancel)
         except Exception as e:  # (GeneratorExit, a client gone, is not one: it passes through)
