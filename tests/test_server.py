@@ -756,3 +756,48 @@ def test_rate_limit_per_token(tmp_path):
             assert run("bob-token") == "OK"  # a client of its own
     finally:
         assert served.stop() == 0
+
+
+def test_the_client_works_with_a_plain_dcodex_server():
+    """A server that knows only DCodeX's Execute (no Session, no status): RemoteBackend falls back
+    to Execute and reads the Result from DCodeX's conventions."""
+    from concurrent import futures
+
+    def execute(req, context):
+        yield pb.ExecutionLog(stdout_chunk="out\n")
+        if "segv" in req.code:
+            yield pb.ExecutionLog(stderr_chunk="ERROR: Process killed by signal: 11\n",
+                                  peak_memory_bytes=4096, execution_time_ms=3.0)
+        elif "sleep" in req.code:
+            time.sleep(10 if "long" in req.code else 0)
+            yield pb.ExecutionLog(stderr_chunk="ERROR: Wall-clock timeout exceeded\n",
+                                  wall_clock_timeout=True, peak_memory_bytes=4096,
+                                  execution_time_ms=2000.0)
+        else:
+            yield pb.ExecutionLog(peak_memory_bytes=8192, execution_time_ms=5.0, cache_hit=True)
+
+    handler = grpc.method_handlers_generic_handler("dcodex.CodeExecutor", {
+        "Execute": grpc.unary_stream_rpc_method_handler(
+            execute, request_deserializer=pb.CodeRequest.FromString,
+            response_serializer=pb.ExecutionLog.SerializeToString)})
+    dcodex = grpc.server(futures.ThreadPoolExecutor(4))
+    dcodex.add_generic_rpc_handlers((handler,))
+    port = dcodex.add_insecure_port("127.0.0.1:0")
+    dcodex.start()
+    try:
+        client = RemoteBackend(f"127.0.0.1:{port}")
+        ok = collect(client.execute(request("c", "int main(void){}")))
+        assert ok.ok and ok.stdout == "out\n" and ok.peak_memory == 8192 and ok.cached
+        assert abs(ok.wall_s - 0.005) < 1e-6
+        segv = collect(client.execute(request("c", "segv")))
+        assert segv.status is Status.SIGNALED and segv.signal == 11 and "SIGSEGV" in segv.message
+        slow = collect(client.execute(request("python", "sleep")))
+        assert slow.status is Status.WALL_TIMEOUT
+        token = CancelToken()
+        threading.Timer(0.3, token.cancel).start()
+        start = time.monotonic()
+        stopped = collect(client.execute(request("python", "long sleep"), token))
+        token.close()
+        assert stopped.status is Status.CANCELLED and time.monotonic() - start < 2
+    finally:
+        dcodex.stop(0)

@@ -41,6 +41,7 @@ class RemoteBackend:
         self.connect_timeout = connect_timeout
         self._channel = None
         self._lock = threading.Lock()
+        self._plain = False  # the server has no Session RPC (a DCodeX server): use Execute
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -109,9 +110,13 @@ class RemoteBackend:
         if cancel is not None and cancel.cancelled:
             yield Result(Status.CANCELLED, "Interrupted")
             return
+        if self._plain:
+            yield from self._execute_plain(request, cancel)
+            return
         stub, _ = self._stub()
         done = threading.Event()  # the response stream is over
         cancel_sent = threading.Event()
+        started = False
 
         def messages():  # consumed by a gRPC thread, which may block here
             yield pb.ClientMessage(request=request_to_pb(request, strict=self.strict))
@@ -135,6 +140,7 @@ class RemoteBackend:
         result = None
         try:
             for log in call:
+                started = True
                 for event in events_from_pb(log):
                     if isinstance(event, Result):
                         result = event
@@ -146,12 +152,65 @@ class RemoteBackend:
                 result = Result(Status.INTERNAL_ERROR, f"DCodeX server at {self.address} ended "
                                 "the stream without a result")
         except grpc.RpcError as e:
+            if e.code() is grpc.StatusCode.UNIMPLEMENTED and not started:
+                self._plain = True  # a DCodeX server: it knows only Execute
+            else:
+                result = self._failure(e)
+                if cancel_sent.is_set() or (cancel is not None and cancel.cancelled):
+                    result = Result(Status.CANCELLED, "Interrupted")
+        finally:
+            done.set()
+            if result is None and not self._plain:  # the consumer stopped early
+                call.cancel()  # the server kills the run
+        if result is None:
+            yield from self._execute_plain(request, cancel)
+            return
+        yield result
+
+    def _execute_plain(self, request: Request, cancel: CancelToken | None):
+        """Execute, for a server that has no Session (DCodeX itself): a cancel cancels the call,
+        and a server that sends no status has its Result read from DCodeX's conventions."""
+        import grpc
+
+        from ..proto.convert import dcodex_result, events_from_pb, request_to_pb
+
+        stub, _ = self._stub()
+        call = stub.Execute(request_to_pb(request, strict=self.strict),
+                            metadata=self._metadata(), wait_for_ready=False)
+        done = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                try:
+                    ready, _, _ = select.select([cancel.fileno()], [], [], 0.2)
+                except (OSError, ValueError):
+                    return
+                if ready and not done.is_set():
+                    call.cancel()
+                    return
+
+        if cancel is not None:
+            threading.Thread(target=watch, name="dcodex-remote-cancel", daemon=True).start()
+        result, last, stderr = None, None, []
+        try:
+            for log in call:
+                last = log
+                stderr.append(log.stderr_chunk)
+                for event in events_from_pb(log):
+                    if isinstance(event, Result):
+                        result = event
+                    else:
+                        yield event
+            if result is None:
+                result = dcodex_result(last, "".join(stderr)) if last is not None else Result(
+                    Status.INTERNAL_ERROR, f"DCodeX server at {self.address} sent nothing")
+        except grpc.RpcError as e:
             result = self._failure(e)
-            if cancel_sent.is_set() or (cancel is not None and cancel.cancelled):
+            if cancel is not None and cancel.cancelled:
                 result = Result(Status.CANCELLED, "Interrupted")
         finally:
             done.set()
-            if result is None:  # the consumer stopped early: the server kills the run
+            if result is None:
                 call.cancel()
         yield result
 

@@ -3,6 +3,9 @@ the meaning stays with `Request`, `Output` and `Result`. (Imports protobuf, not 
 
 from __future__ import annotations
 
+import re
+import signal
+
 from ..events import CaseResult, Event, Output, Result, Status
 from ..request import Limits, Request
 from ..verdicts import Case
@@ -118,3 +121,32 @@ def events_from_pb(log: pb.ExecutionLog) -> list[Event]:
     if log.stderr_chunk:
         events.append(Output("stderr", log.stderr_chunk, phase))
     return events
+
+
+_KILLED = re.compile(r"ERROR: Process killed by signal: (\d+)")
+_EXITED = re.compile(r"ERROR: Process exited with non-zero status: (\d+)")
+
+
+def dcodex_result(last: pb.ExecutionLog, stderr: str) -> Result:
+    """The Result of a run on a server that sends no status (DCodeX itself), read from its
+    conventions: the last message's flags and statistics, and its ERROR lines on stderr."""
+    stats = dict(wall_s=last.execution_time_ms / 1000, peak_memory=last.peak_memory_bytes,
+                 truncated=last.output_truncated, cached=last.cache_hit)
+    killed, exited = _KILLED.search(stderr), _EXITED.search(stderr)
+    if last.wall_clock_timeout:
+        return Result(Status.WALL_TIMEOUT, "Wall-clock limit exceeded",
+                      signal=int(killed.group(1)) if killed else None, **stats)
+    if last.output_truncated:
+        return Result(Status.OUTPUT_LIMIT, "Output limit reached; the program was stopped", **stats)
+    if killed:
+        number = int(killed.group(1))
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return Result(Status.SIGNALED, f"Killed by signal {name} ({signal.strsignal(number) or ''})",
+                      signal=number, **stats)
+    if exited:
+        code = int(exited.group(1))
+        return Result(Status.RUNTIME_ERROR, f"Exited with status {code}", exit_code=code, **stats)
+    return Result(Status.OK, exit_code=0, **stats)
