@@ -531,3 +531,22 @@ def png_pixels(data: bytes) -> bytes:
             idat += data[pos + 8:pos + 8 + length]
         pos += 12 + length
     return zlib.decompress(idat)
+
+
+def test_banner_warns_when_programs_are_not_confined():
+    """The kernel banner says so when a confinement layer is missing here, and nothing when all
+    are there (the layers come from the backend's real Capabilities)."""
+    from types import SimpleNamespace
+
+    from dcodex_kernel.kernel import DCodeXKernel
+    from dcodex_kernel.sandbox import isolation
+
+    caps = isolation.detect()
+    weak = isolation.Capabilities(root=caps.root, pid_namespace=False, user_namespace=False)
+    warning = DCodeXKernel._confinement_warning(SimpleNamespace(backend=SimpleNamespace(caps=weak)))
+    assert "not fully confined" in warning and "filesystem" in warning and "seccomp" in warning
+    full = DCodeXKernel._confinement_warning(SimpleNamespace(backend=SimpleNamespace(caps=caps)))
+    if caps.strict_problems():
+        assert "not fully confined" in full
+    else:
+        assert full == ""
