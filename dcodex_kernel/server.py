@@ -250,6 +250,7 @@ class Mailbox:
     stream is merged, so what waits here is bounded by the run's output cap, in few items."""
 
     MERGE_AFTER = 64
+    MERGE_MAX = 64 << 10  # no merged chunk above this (DCodeX clients take 4 MiB messages)
 
     def __init__(self):
         self._items: collections.deque = collections.deque()
@@ -260,7 +261,8 @@ class Mailbox:
         with self._cond:
             last = self._items[-1] if self._items else None
             if (len(self._items) >= self.MERGE_AFTER and isinstance(event, Output)
-                    and isinstance(last, Output) and (last.stream, last.phase) == (event.stream, event.phase)):
+                    and isinstance(last, Output) and (last.stream, last.phase) == (event.stream, event.phase)
+                    and len(last.text) + len(event.text) <= self.MERGE_MAX):
                 self._items[-1] = replace(last, text=last.text + event.text)
             else:
                 self._items.append(event)

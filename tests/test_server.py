@@ -497,9 +497,15 @@ def test_cancelling_the_call_kills_the_program(stub):
     assert no_sandbox_left(1.0), sandbox_processes()
 
 
-def test_a_stalled_reader_cannot_extend_the_run(stub):
-    # More than gRPC's flow-control window: the server cannot hand it all to the client.
+# A client whose flow-control window stays at HTTP/2's 64 KiB (no BDP probing, which would let
+# megabytes wait in the client's transport): a reader that reads nothing really stalls the server.
+SMALL_WINDOW = [("grpc.http2.bdp_probe", 0)]
+
+
+def test_a_stalled_reader_cannot_extend_the_run(server):
     code = "import sys, time\nsys.stdout.write('x' * 900000)\nsys.stdout.flush()\ntime.sleep(30)\n"
+    channel = grpc.insecure_channel(server.address, SMALL_WINDOW)
+    stub = pb_grpc.CodeExecutorStub(channel)
     call = stub.Execute(pb.CodeRequest(language="python", code=code, limits=pb.Limits(
         wall_time_s=1, output_bytes=1 << 20)))
     time.sleep(0.3)
@@ -509,6 +515,25 @@ def test_a_stalled_reader_cannot_extend_the_run(stub):
     logs = list(call)
     assert logs[-1].status == pb.WALL_TIMEOUT and logs[-1].wall_time_s < 1.5
     assert "".join(m.stdout_chunk for m in logs) == "x" * 900000
+    channel.close()
+
+
+def test_a_slow_reader_gets_its_output_in_messages_a_dcodex_client_takes():
+    """While the reader lags, the server merges output chunks, but never into a message above
+    what a default gRPC client accepts (4 MiB)."""
+    served = Served("--max-output-limit", "16M")
+    try:
+        with grpc.insecure_channel(served.address, SMALL_WINDOW) as channel:
+            call = pb_grpc.CodeExecutorStub(channel).Execute(pb.CodeRequest(
+                language="python", code="import sys\nsys.stdout.write('x' * (8 << 20))",
+                limits=pb.Limits(output_bytes=16 << 20, wall_time_s=10)))
+            time.sleep(1.5)  # the run is over before the reader starts
+            logs = list(call)
+        assert logs[-1].status == pb.OK
+        assert sum(len(m.stdout_chunk) for m in logs) == 8 << 20
+        assert max(m.ByteSize() for m in logs) <= 1 << 20
+    finally:
+        assert served.stop() == 0
 
 
 def test_past_the_queue_is_resource_exhausted():
