@@ -497,8 +497,9 @@ def test_cancelling_the_call_kills_the_program(stub):
     assert no_sandbox_left(1.0), sandbox_processes()
 
 
-# A client whose flow-control window stays at HTTP/2's 64 KiB (no BDP probing, which would let
-# megabytes wait in the client's transport): a reader that reads nothing really stalls the server.
+# A client whose flow-control window is not grown by BDP probing. (gRPC still takes a lagging
+# reader's stream off the server's hands: a client that waited 3 s still got 16 MB. What waits is
+# bounded by the run's output cap, not by flow control; the engine thread never waits.)
 SMALL_WINDOW = [("grpc.http2.bdp_probe", 0)]
 
 
