@@ -827,3 +827,36 @@ def test_the_client_works_with_a_plain_dcodex_server():
         assert stopped.status is Status.CANCELLED and time.monotonic() - start < 2
     finally:
         dcodex.stop(0)
+
+
+def test_magics_config_server_sets_the_sessions_backend(server):
+    from IPython.testing.globalipapp import get_ipython
+
+    from dcodex_kernel.backends.local import LocalBackend
+
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "dcodex_kernel")
+    magics = ip.magics_manager.registry["DCodeXMagics"]
+    previous = magics.backend
+    try:
+        ip.run_line_magic("dcodex", f"config --server {server.address}")
+        assert isinstance(magics.backend, RemoteBackend) and magics.backend.address == server.address
+        ip.run_cell_magic("dcodex", "python --out res --quiet", "print('session default')")
+        assert ip.user_ns["res"].ok and ip.user_ns["res"].stdout == "session default\n"
+        ip.run_line_magic("dcodex", "config --server local")
+        assert isinstance(magics.backend, LocalBackend)
+    finally:
+        magics.backend = previous
+
+
+def test_session_rpc_checks_its_first_message(stub):
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.Session(iter([pb.ClientMessage(cancel=True)])))
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    interactive = pb.CodeRequest(language="python", code="input()", stream_stdin=True)
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.Session(iter([pb.ClientMessage(request=interactive)])))
+    assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED and "interactive stdin" in e.value.details()
+    logs = list(stub.Session(iter([pb.ClientMessage(request=pb.CodeRequest(
+        language="python", code="print(input())", stdin_data="echo\n"))])))
+    assert logs[0].stdout_chunk == "echo\n" and logs[-1].status == pb.OK
