@@ -669,8 +669,10 @@ def test_several_servers_share_the_load_and_one_going_down_is_routed_around():
     try:
         backend = RemoteBackend(f"{first.address},{second.address}")
         hello = Request("python", "print('hi')", cache=False)
+        assert all(collect(backend.execute(hello)).ok for _ in range(2))  # both connected
+        a, b = _served_count(first.address), _served_count(second.address)
         assert all(collect(backend.execute(hello)).ok for _ in range(6))
-        assert _served_count(first.address) >= 2 and _served_count(second.address) >= 2
+        assert _served_count(first.address) - a >= 2 and _served_count(second.address) - b >= 2
         before = _served_count(second.address)
         assert first.stop() == 0
         results = [collect(backend.execute(hello)) for _ in range(4)]
@@ -764,7 +766,7 @@ def test_a_kernel_runs_its_cells_on_the_server(server):
 def test_rate_limit_per_token(tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text("# one token a line\nalice-token\n\nbob-token\n")
-    served = Served("--token-file", str(tokens), "--rate-limit", "0.5", "--rate-burst", "2")
+    served = Served("--token-file", str(tokens), "--rate-limit", "0.1", "--rate-burst", "2")
     try:
         with grpc.insecure_channel(served.address) as channel:
             stub = pb_grpc.CodeExecutorStub(channel)
@@ -775,7 +777,7 @@ def test_rate_limit_per_token(tmp_path):
                                              metadata=(("authorization", f"Bearer {token}"),)))
                     return pb.Status.Name(logs[-1].status)
                 except grpc.RpcError as e:
-                    assert "rate limit of 0.5 runs/s" in e.details()
+                    assert "rate limit of 0.1 runs/s" in e.details()
                     return e.code().name
 
             assert [run("alice-token") for _ in range(3)] == ["OK", "OK", "RESOURCE_EXHAUSTED"]
