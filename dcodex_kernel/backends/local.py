@@ -125,17 +125,10 @@ class LocalBackend:
         rec = recipe(request.language)
         env = sandbox_env(ws.workdir)
         with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source:
-            sources = ((rec.source_file, source, 0o644),)
-            cached = False
-            if rec.compiles:
-                program, failed, cached = yield from self._build(rec, request, caps, ws, env, sources, cancel)
-                if failed:
-                    return failed
-                argv = rec.run_argv(request.args)
-                inputs = ((PROGRAM, program, 0o755),)
-            else:
-                argv = rec.run_argv(request.args, python=caps.python())
-                inputs, program = sources, None
+            argv, inputs, program, cached, failed = yield from self._prepare(
+                rec, request, caps, ws, env, source, cancel)
+            if failed:
+                return failed
             try:
                 exit = yield from run_process(argv, workspace=ws, caps=caps, env=env,
                                               limits=request.limits, stdin=request.stdin,
@@ -168,26 +161,18 @@ class LocalBackend:
     def _build_and_run_cases(self, request, caps, cancel):
         rec = recipe(request.language)
         with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source:
-            sources = ((rec.source_file, source, 0o644),)
-            program, cached = None, False
-            if rec.compiles:
-                try:
-                    ws = isolation.Workspace(caps).__enter__()
-                except Exception as e:  # launcher cannot be built, no free uid, ...
-                    log.exception("sandbox set-up failed")
-                    return Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
-                try:
-                    program, failed, cached = yield from self._build(
-                        rec, request, caps, ws, sandbox_env(ws.workdir), sources, cancel)
-                finally:
-                    ws.__exit__(None, None, None)  # the build's uid is free for a case
-                if failed:
-                    return failed
-                argv = rec.run_argv(request.args)
-                inputs = ((PROGRAM, program, 0o755),)
-            else:
-                argv = rec.run_argv(request.args, python=caps.python())
-                inputs = sources
+            try:
+                ws = isolation.Workspace(caps).__enter__()
+            except Exception as e:  # launcher cannot be built, no free uid, ...
+                log.exception("sandbox set-up failed")
+                return Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
+            try:
+                argv, inputs, program, cached, failed = yield from self._prepare(
+                    rec, request, caps, ws, sandbox_env(ws.workdir), source, cancel)
+            finally:
+                ws.__exit__(None, None, None)  # the build's uid is free for a case
+            if failed:
+                return failed
             try:
                 started = time.monotonic()
                 results = self._run_cases(request, caps, argv, inputs, not rec.compiles, cancel)
@@ -241,6 +226,18 @@ class LocalBackend:
             stop.cancel()  # a no-op after a normal end: every run is over
             pool.shutdown(wait=True, cancel_futures=True)
             stop.close()
+
+    def _prepare(self, rec, request, caps, ws, env, source, cancel):
+        """What the run step needs, building the program first where the language compiles:
+        (argv, inputs, the program's fd or None, whether the build was cached, the Result of a
+        failed build or None)."""
+        sources = ((rec.source_file, source, 0o644),)
+        if not rec.compiles:
+            return rec.run_argv(request.args, python=caps.python()), sources, None, False, None
+        program, failed, cached = yield from self._build(rec, request, caps, ws, env, sources, cancel)
+        if failed:
+            return None, None, None, cached, failed
+        return rec.run_argv(request.args), ((PROGRAM, program, 0o755),), program, cached, None
 
     def _build(self, rec, request, caps, ws, env, sources, cancel):
         """The compiled program, from the cache or the compiler (in the sandbox). Returns
