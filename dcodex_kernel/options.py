@@ -4,11 +4,13 @@ IPython magics) and `dcodex run`: parse the words, then build a Request from the
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 from dataclasses import replace
 
 from .request import Language, Limits, Request, parse_seconds, parse_size
+from .verdicts import MODES, Case, load_cases, parse_mode
 
 # Options whose value is itself a list of flags: `--cflags -O3` must not read -O3 as an option.
 FLAG_VALUED = ("--cflags", "--ldflags", "--args")
@@ -48,6 +50,16 @@ def _typed(parse, what, limit):
     return convert
 
 
+def _mode(text: str) -> str:
+    try:
+        return str(parse_mode(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_mode.__name__ = "comparison mode"
+
+
 def at_most(limit: str) -> str:
     return f"at most {Limits.show(limit, Limits.MAX[limit])}"
 
@@ -71,6 +83,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--stdin", metavar="TEXT",
                      help=r"text fed to the program's stdin; escapes like \n and \t are understood")
     src.add_argument("--stdin-file", metavar="PATH", help="feed this file to stdin")
+    src.add_argument("--cases", metavar="SOURCE",
+                     help="run the program once per test case of this directory (NAME.in with "
+                          "NAME.out or NAME.ans) and give a verdict per case")
+    g.add_argument("--compare", metavar="MODE", type=_mode,
+                   help=f"how --cases compares outputs: {', '.join(MODES)} (default: default, "
+                        "which ignores trailing whitespace and blank lines at the end)")
     g.add_argument("--cflags", metavar="FLAGS", action="append", default=[],
                    help="extra compiler flags, e.g. --cflags '-O0 -g' (repeatable)")
     g.add_argument("--ldflags", metavar="FLAGS", action="append", default=[],
@@ -217,15 +235,21 @@ def _split_all(values: list[str]) -> tuple[str, ...]:
 
 
 def request_from(ns: argparse.Namespace, *, code: str, language: Language, base: Limits,
-                 stdin: bytes | None = None, color: bool = False) -> Request:
-    """The Request these options describe. `stdin` overrides --stdin/--stdin-file (magics)."""
+                 stdin: bytes | None = None, color: bool = False,
+                 cases: "list[Case] | None" = None) -> Request:
+    """The Request these options describe. `stdin` overrides --stdin/--stdin-file and `cases`
+    --cases (the magics, from a variable); --cases names a judge-layout directory."""
     try:
+        if cases is None:
+            source = getattr(ns, "cases", None)
+            cases = load_cases(os.path.expanduser(source)) if source else ()
         return Request(
             language=language, code=code,
             stdin=stdin_from(ns) if stdin is None else stdin,
             limits=limits_from(ns, base),
             cflags=_split_all(ns.cflags), ldflags=_split_all(ns.ldflags), args=_split_all(ns.args),
             cache=True if ns.cache is None else ns.cache, color=color,
+            cases=tuple(cases), compare=getattr(ns, "compare", None) or "default",
         )
     except ValueError as e:
         raise OptionError(str(e)) from None
