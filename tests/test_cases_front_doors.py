@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from dcodex_kernel import case_table
+from dcodex_kernel.events import CaseResult
 from dcodex_kernel.options import OptionError, parse_header, request_from
 from dcodex_kernel.request import Language, Limits
 from dcodex_kernel.verdicts import Case
@@ -64,3 +66,35 @@ def test_an_empty_or_incomplete_directory_is_the_loaders_message(tmp_path):
     (tmp_path / "1.in").write_text("1")
     with pytest.raises(OptionError, match=r"1.in has no 1.out or 1.ans"):
         request(f"c --cases {tmp_path}")
+
+
+# ---------------------------------------------------------------- the one table
+
+TABLE_CASES = [
+    CaseResult("1", "accepted", wall_s=0.0012, peak_memory=1 << 20),
+    CaseResult("2", "wrong_answer", "line 1: expected '<b>5</b>', got '4'", wall_s=0.002,
+               peak_memory=3 << 19),
+    CaseResult("10", "time_limit", "CPU time limit of 1 s exceeded", wall_s=1.25),
+]
+
+
+def test_text_table_lines_and_summary():
+    text = case_table.text_table(TABLE_CASES)
+    lines = text.splitlines()
+    assert lines[0].split() == ["case", "verdict", "time", "memory", "detail"]
+    assert lines[1].split() == ["1", "accepted", "1", "ms", "1.0", "MiB"]
+    assert "wrong_answer" in lines[2] and "line 1: expected '<b>5</b>', got '4'" in lines[2]
+    assert lines[3].split()[:4] == ["10", "time_limit", "1250", "ms"] and " - " in lines[3]
+    assert lines[-1] == "1/3 accepted" and text.endswith("\n")
+    assert case_table.failure(TABLE_CASES) == "2 of 3 cases failed"
+    assert case_table.failure(TABLE_CASES[:1]) == "" and case_table.summary(TABLE_CASES[:1]) == "1/1 accepted"
+
+
+def test_html_table_is_escaped_and_bundled():
+    bundle = case_table.bundle(TABLE_CASES)
+    assert set(bundle) == {"text/html", "text/plain"}
+    page = bundle["text/html"]
+    assert "&lt;b&gt;5&lt;/b&gt;" in page and "<b>5</b>" not in page
+    assert page.count("<tr>") == 4 and "1/3 accepted" in page
+    long = CaseResult("x", "runtime_error", "y" * 500)
+    assert len(case_table.text_table([long]).splitlines()[1]) < 160
