@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from . import __version__
+from . import __version__, case_table
 from .backends import get_backend
 from .cancel import CancelToken
 from .info import describe
@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile (cached) and run FILE in the sandbox. Its output streams to this "
         "terminal; a summary (status, time, memory) goes to stderr. The exit code is the "
         "program's own, or: 65 compile error, 124 time limit, 137 memory limit, 141 output "
-        "limit, 130 interrupted, 2 bad request, 70 internal error, 128+N killed by signal N.",
+        "limit, 130 interrupted, 2 bad request, 70 internal error, 128+N killed by signal N. "
+        "With --cases DIR it runs once per test case and prints a table of verdicts; the exit "
+        "code is then 0 when every case is accepted, else 1.",
         epilog="Defaults: " + Limits().describe() + ". DCODEX_TIMEOUT, DCODEX_CPU_TIME, "
         "DCODEX_MEMORY, DCODEX_OUTPUT_LIMIT and DCODEX_MAX_PROCESSES change them. Maxima: "
         + Limits.maxima() + "; a larger value is refused.")
@@ -128,12 +130,22 @@ def _run(ns) -> int:
         doc = result.to_dict()
         doc.update(stdout="".join(out["stdout"]), stderr="".join(out["stderr"]))
         print(json.dumps(doc, indent=2))
+    elif result.cases:
+        # The table replaces the summary line; a run that did not end in verdicts (interrupted,
+        # an engine failure) still says why on stderr.
+        print(case_table.text_table(result.cases), end="", flush=True)
+        if result.status not in (Status.OK, Status.RUNTIME_ERROR):
+            print(result.summary(), file=sys.stderr)
     else:
         print(result.summary(), file=sys.stderr)
     return exit_code(result)
 
 
 def exit_code(result: Result) -> int:
+    """The exit code of `dcodex run`. With test cases: 0 when every case is accepted, 1 when
+    some are not (65 compile error, 130 interrupted and 70 internal error as without)."""
+    if result.cases and result.status is Status.RUNTIME_ERROR:
+        return 1
     if result.status in EXIT_CODES:
         return EXIT_CODES[result.status]
     if result.signal:

@@ -98,3 +98,62 @@ def test_html_table_is_escaped_and_bundled():
     assert page.count("<tr>") == 4 and "1/3 accepted" in page
     long = CaseResult("x", "runtime_error", "y" * 500)
     assert len(case_table.text_table([long]).splitlines()[1]) < 160
+
+
+# ---------------------------------------------------------------- dcodex run
+
+def dcodex(*args):
+    return subprocess.run([sys.executable, "-m", "dcodex_kernel", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture
+def sum_c(tmp_path):
+    path = tmp_path / "sum.c"
+    path.write_text(SUM_C)
+    return str(path)
+
+
+def check_table(text):
+    """The table of the three cases: in natural order, 10 a wrong answer with its first line."""
+    lines = text.strip().splitlines()
+    assert lines[0].split() == ["case", "verdict", "time", "memory", "detail"], text
+    assert [line.split()[:2] for line in lines[1:4]] == [
+        ["1", "accepted"], ["2", "accepted"], ["10", "wrong_answer"]], text
+    assert "line 1: expected '5', got '4'" in lines[3]
+    assert lines[4] == "2/3 accepted"
+
+
+def test_cli_prints_the_table_and_exits_1_unless_all_accepted(sum_c, cases_dir):
+    proc = dcodex("run", sum_c, "--cases", str(cases_dir))
+    assert proc.returncode == 1, proc.stderr
+    check_table(proc.stdout)
+    assert proc.stderr == ""
+    (cases_dir / "10.out").write_text("4\n")
+    proc = dcodex("run", sum_c, "--cases", str(cases_dir))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("3/3 accepted"), proc
+
+
+def test_cli_json_carries_every_case(sum_c, cases_dir):
+    doc = json.loads(dcodex("run", sum_c, "--cases", str(cases_dir), "--json").stdout)
+    assert doc["status"] == "runtime_error" and doc["message"] == "1 of 3 cases failed"
+    assert [(c["name"], c["verdict"]) for c in doc["cases"]] == [
+        ("1", "accepted"), ("2", "accepted"), ("10", "wrong_answer")]
+    assert doc["cases"][2]["message"] == "line 1: expected '5', got '4'"
+
+
+def test_cli_compile_error_is_65_and_no_table(tmp_path, cases_dir):
+    bad = tmp_path / "bad.c"
+    bad.write_text("int main( {")
+    proc = dcodex("run", str(bad), "--cases", str(cases_dir))
+    assert proc.returncode == 65 and "compile_error" in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--cases", "/no/such/dir"], "dcodex run: cases: no such directory: /no/such/dir"),
+    (["--compare", "fuzzy"], "unknown comparison mode 'fuzzy'"),
+])
+def test_cli_bad_cases_or_compare_is_one_clear_error(sum_c, args, says):
+    proc = dcodex("run", sum_c, *args)
+    assert proc.returncode == 2 and says in proc.stderr and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
