@@ -27,7 +27,7 @@ from ipykernel.kernelbase import Kernel
 from ipykernel._version import kernel_protocol_version
 from traitlets import Unicode
 
-from . import __version__
+from . import __version__, case_table
 from .cancel import CancelToken
 from .editing import HEADER, complete, is_complete
 from .events import Result, Status
@@ -276,6 +276,12 @@ class DCodeXKernel(Kernel):
         result, diagnostics = self._run(request, silent, backend)
         self._last_result = {k: v for k, v in result.to_dict().items()
                              if k not in ("stdout", "stderr")}
+        if result.cases:
+            self._display(case_table.bundle(result.cases), silent)
+            if result.status is Status.RUNTIME_ERROR:  # verdicts: one error saying how many failed
+                message = case_table.failure(result.cases)
+                return self._error("TestsFailed", message,
+                                   [f"{RED}TestsFailed{RESET}: {message}"], silent)
         if result.ok:
             return self._ok()
         ename = ENAMES.get(result.status, "Error")
@@ -343,6 +349,11 @@ class DCodeXKernel(Kernel):
     def _stream(self, name: str, text: str, silent: bool) -> None:
         if text and not silent:
             self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
+
+    def _display(self, data: dict, silent: bool) -> None:
+        if not silent:
+            self.send_response(self.iopub_socket, "display_data",
+                               {"data": data, "metadata": {}, "transient": {}})
 
     def _ok(self) -> dict:
         return {"status": "ok", "execution_count": self.execution_count,

@@ -157,3 +157,48 @@ def test_cli_bad_cases_or_compare_is_one_clear_error(sum_c, args, says):
     proc = dcodex("run", sum_c, *args)
     assert proc.returncode == 2 and says in proc.stderr and proc.stdout == ""
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- the kernel
+
+@pytest.fixture(scope="module")
+def c_kernel():
+    from .kernel_support import start_kernel, stop_kernel
+
+    km, kc = start_kernel("dcodex-c")
+    yield kc
+    stop_kernel(km, kc)
+
+
+def test_kernel_shows_one_table_and_fails_with_one_error(c_kernel, cases_dir):
+    from .kernel_support import execute
+
+    run = execute(c_kernel, f"%%dcodex --cases {cases_dir}\n{SUM_C}")
+    assert run.kinds == ["display_data", "error"], run.outputs
+    data = run.outputs[0][2]["data"]
+    assert set(data) == {"text/html", "text/plain"}
+    check_table(data["text/plain"])
+    assert "wrong_answer" in data["text/html"] and "2/3 accepted" in data["text/html"]
+    error = run.errors[0]
+    assert run.status == "error" and error["ename"] == "TestsFailed"
+    assert error["evalue"] == "1 of 3 cases failed" == run.reply["content"]["evalue"]
+    assert [(c["name"], c["verdict"]) for c in run.result["cases"]] == [
+        ("1", "accepted"), ("2", "accepted"), ("10", "wrong_answer")]
+
+    (cases_dir / "10.out").write_text("4\n")
+    run = execute(c_kernel, f"%%dcodex c --cases {cases_dir} --compare tokens\n{SUM_C}")
+    assert run.status == "ok" and run.kinds == ["display_data"], run.outputs
+    assert run.outputs[0][2]["data"]["text/plain"].strip().endswith("3/3 accepted")
+    assert len(run.result["cases"]) == 3
+
+
+@pytest.mark.parametrize("header, says", [
+    ("--cases /no/such/dir", "cases: no such directory: /no/such/dir"),
+    ("--compare fuzzy", "unknown comparison mode 'fuzzy'"),
+])
+def test_kernel_bad_cases_or_compare_is_one_option_error(c_kernel, header, says):
+    from .kernel_support import execute
+
+    run = execute(c_kernel, f"%%dcodex {header}\n{SUM_C}")
+    assert run.status == "error" and run.kinds == ["error"], run.outputs
+    assert run.errors[0]["ename"] == "OptionError" and says in run.errors[0]["evalue"]
