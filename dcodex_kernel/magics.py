@@ -19,13 +19,15 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
 from traitlets import Bool, TraitError, TraitType, Unicode, default
 
+from . import case_table
 from .backends import get_backend
-from .events import Output, Result
+from .events import Output, Result, Status
 from .info import describe
 from .live import run_live
 from .options import (HelpRequested, OptionError, at_most, backend_options, header_parser,
                       parse_words, request_from, split_words)
 from .request import Language, Limits, Request, parse_seconds, parse_size
+from .verdicts import MAX_CASES, Case, check_expected
 
 CELL_USAGE = "%%dcodex LANG [options]   (LANG: c, cpp/c++, python/py; %%dcodex? for the options)"
 LINE_USAGE = (
@@ -38,15 +40,20 @@ LINE_USAGE = (
 # Options that describe one run and therefore cannot be a session default.
 _PER_RUN = (("LANG", "language"), ("--stdin", "stdin"), ("--stdin-file", "stdin_file"),
             ("--stdin-var", "stdin_var"), ("--args", "args"), ("--out", "out"),
-            ("--no-raise-error", "no_raise_error"), ("--quiet", "quiet"))
+            ("--no-raise-error", "no_raise_error"), ("--quiet", "quiet"), ("--cases", "cases"),
+            ("--compare", "compare"))
 
 
 class DCodeXError(Exception):
     """A program run by `%%dcodex` / `%dcodex run` did not succeed. `str()` is the one-line
-    status ("wall_timeout: Wall-clock limit of 2 s exceeded"); `.result` is the whole Result."""
+    status ("wall_timeout: Wall-clock limit of 2 s exceeded", or for a run with --cases whose
+    cases did not all pass "TestsFailed: 1 of 8 cases failed"); `.result` is the whole Result."""
 
     def __init__(self, result: Result):
-        super().__init__(f"{result.status.value}: {result.message}")
+        if result.cases and result.status is Status.RUNTIME_ERROR:
+            super().__init__(f"TestsFailed: {case_table.failure(result.cases)}")
+        else:
+            super().__init__(f"{result.status.value}: {result.message}")
         self.result = result
 
     @property
@@ -167,7 +174,10 @@ class DCodeXMagics(Magics):
         wall_s, peak_memory, cached), shown as a one-line summary; with --out VAR it is stored in
         VAR instead. A failed run (compile error, non-zero exit, signal, a limit) raises
         DCodeXError, whose message is the one-line status, unless --no-raise-error is given.
-        Interrupting the cell kills the program. `{expr}` and `$var` in the options are expanded
+        With --cases SOURCE (a judge-layout directory, or a variable holding a list of (input,
+        expected) pairs or a dict name -> pair) the program is built once and run once per case;
+        a table of verdicts is displayed and DCodeXError ("TestsFailed: 1 of 8 cases failed") is
+        raised unless every case is accepted. Interrupting the cell kills the program. `{expr}` and `$var` in the options are expanded
         from the user namespace as in every IPython magic (not `$var` inside single quotes; `$$`
         is a literal `$`); the cell body is passed as written.
 
@@ -231,6 +241,7 @@ class DCodeXMagics(Magics):
         if ns.out is not None and not ns.out.isidentifier():
             raise UsageError(f"--out: {ns.out!r} is not a variable name")
         stdin = self._stdin_var(ns.stdin_var, local_ns) if ns.stdin_var else None
+        cases = self._cases_var(ns.cases, local_ns) if ns.cases else None
         if self.cflags:
             ns.cflags = [self.cflags, *ns.cflags]
         if self.ldflags:
@@ -239,7 +250,7 @@ class DCodeXMagics(Magics):
             ns.cache = self.cache
         try:
             return request_from(ns, code=code, language=language, base=self.limits(),
-                                stdin=stdin, color=self._color())
+                                stdin=stdin, color=self._color(), cases=cases)
         except (OptionError, ValueError) as e:
             raise UsageError(str(e)) from None
 
@@ -251,6 +262,11 @@ class DCodeXMagics(Magics):
 
         if ns.out:
             self.shell.user_ns[ns.out] = result
+        if result.cases:
+            from IPython.display import display
+
+            console.flush()
+            display(case_table.bundle(result.cases), raw=True)
         if interrupted:
             if not ns.quiet:
                 print(result.summary())
@@ -319,6 +335,41 @@ class DCodeXMagics(Magics):
             self.backend = self._backend_for(ns)
         print(self._defaults())
         return None
+
+    def _cases_var(self, source, local_ns) -> list[Case] | None:
+        """--cases SOURCE naming a variable (when no such path exists): a list of (input,
+        expected) pairs, named 1, 2, …, or a dict name -> pair. None: SOURCE is a path."""
+        if os.path.exists(os.path.expanduser(source)) or not source.isidentifier():
+            return None
+        for scope in (local_ns, self.shell.user_ns):
+            if scope is not None and source in scope:
+                value = scope[source]
+                break
+        else:
+            return None  # the loader then says there is no such directory
+        if isinstance(value, dict):
+            items = [(str(name), pair) for name, pair in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [(str(i), pair) for i, pair in enumerate(value, 1)]
+        else:
+            raise UsageError(f"--cases: {source} is a {type(value).__name__}, not a list of "
+                             "(input, expected) pairs or a dict name -> pair")
+        if not items:
+            raise UsageError(f"--cases: {source} holds no cases")
+        if len(items) > MAX_CASES:
+            raise UsageError(f"--cases: {source} holds {len(items)} cases, more than the maximum "
+                             f"of {MAX_CASES}")
+        cases = []
+        for name, pair in items:
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise UsageError(f"--cases: {source}: case {name} is not an (input, expected) pair")
+            try:
+                case = Case(name, *pair)
+                check_expected(case.expected, f"{source}: case {name}'s expected output")
+            except ValueError as e:
+                raise UsageError(f"--cases {source}: {str(e).removeprefix('cases: ')}") from None
+            cases.append(case)
+        return cases
 
     def _stdin_var(self, name, local_ns) -> bytes:
         for scope in (local_ns, self.shell.user_ns):

@@ -202,3 +202,69 @@ def test_kernel_bad_cases_or_compare_is_one_option_error(c_kernel, header, says)
     run = execute(c_kernel, f"%%dcodex {header}\n{SUM_C}")
     assert run.status == "error" and run.kinds == ["error"], run.outputs
     assert run.errors[0]["ename"] == "OptionError" and says in run.errors[0]["evalue"]
+
+
+# ---------------------------------------------------------------- the magics
+
+@pytest.fixture(scope="module")
+def ip(backend):
+    from IPython.testing.globalipapp import get_ipython
+
+    shell = get_ipython()
+    shell.run_line_magic("load_ext", "dcodex_kernel")
+    shell.magics_manager.registry["DCodeXMagics"].backend = backend  # the tests' build cache
+    yield shell
+    shell.run_line_magic("unload_ext", "dcodex_kernel")
+
+
+def magic(ip, line, body=SUM_C):
+    """(the ExecutionResult, the displayed bundles) of one `%%dcodex` cell."""
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as captured:
+        r = ip.run_cell(f"%%dcodex {line}\n{body}")
+    return r, [out.data for out in captured.outputs]
+
+
+def test_magic_displays_the_table_and_raises_tests_failed(ip, cases_dir):
+    from dcodex_kernel.magics import DCodeXError
+
+    r, shown = magic(ip, f"c --cases {cases_dir} --out res")
+    assert isinstance(r.error_in_exec, DCodeXError), r
+    assert str(r.error_in_exec) == "TestsFailed: 1 of 3 cases failed"
+    assert len(shown) == 1 and set(shown[0]) == {"text/html", "text/plain"}
+    check_table(shown[0]["text/plain"])
+    res = ip.user_ns["res"]
+    assert [(c.name, c.verdict) for c in res.cases] == [
+        ("1", "accepted"), ("2", "accepted"), ("10", "wrong_answer")]
+    r, shown = magic(ip, f"c --cases {cases_dir} --no-raise-error --quiet")
+    assert r.error_in_exec is None and len(shown) == 1
+
+
+def test_magic_cases_from_a_variable(ip):
+    ip.user_ns["pairs"] = [("1 2\n", "3\n"), ("2 2", "4")]
+    r, shown = magic(ip, "cpp --cases pairs --out res --quiet")
+    assert r.error_in_exec is None, r
+    assert [c.name for c in ip.user_ns["res"].cases] == ["1", "2"]
+    assert shown[0]["text/plain"].strip().endswith("2/2 accepted")
+    ip.user_ns["named"] = {"small": ("1 1", "2"), "big": (b"1000000 1", b"1000002\n")}
+    r, shown = magic(ip, "c --cases named --out res --quiet")
+    assert str(r.error_in_exec) == "TestsFailed: 1 of 2 cases failed"
+    assert [(c.name, c.verdict) for c in ip.user_ns["res"].cases] == [
+        ("small", "accepted"), ("big", "wrong_answer")]
+
+
+@pytest.mark.parametrize("line, says", [
+    ("c --cases /no/such/dir", "cases: no such directory: /no/such/dir"),
+    ("c --compare fuzzy", "unknown comparison mode 'fuzzy'"),
+    ("c --cases notpairs", "--cases: notpairs is a int, not a list of (input, expected) pairs"),
+    ("c --cases badpair", "--cases: badpair: case 1 is not an (input, expected) pair"),
+    ("c --cases pairs --stdin 1", "not allowed with argument --cases"),
+])
+def test_magic_bad_cases_or_compare_is_one_usage_error(ip, line, says):
+    from IPython.core.error import UsageError
+
+    ip.user_ns.update(notpairs=3, badpair=["just input"], pairs=[("1 1", "2")])
+    r, shown = magic(ip, line)
+    assert isinstance(r.error_in_exec, UsageError) and says in str(r.error_in_exec), r
+    assert shown == []
