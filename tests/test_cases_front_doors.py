@@ -124,6 +124,7 @@ def check_table(text):
     assert lines[4] == "2/3 accepted"
 
 
+@pytest.mark.usefixtures("no_leftovers")
 def test_cli_prints_the_table_and_exits_1_unless_all_accepted(sum_c, cases_dir):
     proc = dcodex("run", sum_c, "--cases", str(cases_dir))
     assert proc.returncode == 1, proc.stderr
@@ -267,4 +268,16 @@ def test_magic_bad_cases_or_compare_is_one_usage_error(ip, line, says):
     ip.user_ns.update(notpairs=3, badpair=["just input"], pairs=[("1 1", "2")])
     r, shown = magic(ip, line)
     assert isinstance(r.error_in_exec, UsageError) and says in str(r.error_in_exec), r
+    assert shown == []
+
+
+def test_compile_error_is_one_error_and_no_table_in_kernel_and_magic(c_kernel, ip, cases_dir):
+    from dcodex_kernel.magics import DCodeXError
+    from .kernel_support import execute
+
+    run = execute(c_kernel, f"%%dcodex --cases {cases_dir}\nint main( {{")
+    assert run.kinds == ["error"] and run.errors[0]["ename"] == "CompileError", run.outputs
+    assert run.result["status"] == "compile_error" and run.result["cases"] == []
+    r, shown = magic(ip, f"c --cases {cases_dir}", "int main( {")
+    assert isinstance(r.error_in_exec, DCodeXError) and str(r.error_in_exec).startswith("compile_error")
     assert shown == []
