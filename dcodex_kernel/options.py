@@ -253,3 +253,13 @@ def request_from(ns: argparse.Namespace, *, code: str, language: Language, base:
         )
     except ValueError as e:
         raise OptionError(str(e)) from None
+
+
+def check_backend(request: Request, backend) -> None:
+    """OptionError when `backend` cannot do what `request` asks: test cases do not go through a
+    remote server yet (it would run the program once, with no input, and give no verdicts)."""
+    from .backends.remote import RemoteBackend
+
+    if request.cases and isinstance(backend, RemoteBackend):
+        raise OptionError(f"--cases runs on this machine only for now, not on the server "
+                          f"{backend.address} (--server or $DCODEX_SERVER)")

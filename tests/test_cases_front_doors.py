@@ -209,13 +209,19 @@ def test_kernel_bad_cases_or_compare_is_one_option_error(c_kernel, header, says)
 
 @pytest.fixture(scope="module")
 def ip(backend):
-    from IPython.testing.globalipapp import get_ipython
+    from IPython.testing import globalipapp
 
-    shell = get_ipython()
+    # globalipapp starts its shell once per process, and only the first get_ipython() call
+    # returns it (test modules that imported the function before get None). If this fixture
+    # started it, let the next module's call start it again (the same singleton shell).
+    first = not hasattr(globalipapp.start_ipython, "already_called")
+    shell = globalipapp.get_ipython()  # the module's attribute: the shell, whoever started it
     shell.run_line_magic("load_ext", "dcodex_kernel")
     shell.magics_manager.registry["DCodeXMagics"].backend = backend  # the tests' build cache
     yield shell
     shell.run_line_magic("unload_ext", "dcodex_kernel")
+    if first:
+        del globalipapp.start_ipython.already_called
 
 
 def magic(ip, line, body=SUM_C):
@@ -281,3 +287,17 @@ def test_compile_error_is_one_error_and_no_table_in_kernel_and_magic(c_kernel, i
     r, shown = magic(ip, f"c --cases {cases_dir}", "int main( {")
     assert isinstance(r.error_in_exec, DCodeXError) and str(r.error_in_exec).startswith("compile_error")
     assert shown == []
+
+
+def test_cases_through_a_server_is_one_clear_error_for_now(sum_c, cases_dir, c_kernel, ip):
+    """The remote backend does not carry cases yet: refused, not run once without input."""
+    from IPython.core.error import UsageError
+    from .kernel_support import execute
+
+    says = "--cases runs on this machine only for now, not on the server 127.0.0.1:9"
+    proc = dcodex("run", sum_c, "--cases", str(cases_dir), "--server", "127.0.0.1:9")
+    assert proc.returncode == 2 and says in proc.stderr and proc.stdout == "", proc
+    run = execute(c_kernel, f"%%dcodex --cases {cases_dir} --server 127.0.0.1:9\n{SUM_C}")
+    assert run.kinds == ["error"] and says in run.errors[0]["evalue"], run.outputs
+    r, shown = magic(ip, f"c --cases {cases_dir} --server 127.0.0.1:9")
+    assert isinstance(r.error_in_exec, UsageError) and says in str(r.error_in_exec), r
