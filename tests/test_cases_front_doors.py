@@ -301,3 +301,15 @@ def test_cases_through_a_server_is_one_clear_error_for_now(sum_c, cases_dir, c_k
     assert run.kinds == ["error"] and says in run.errors[0]["evalue"], run.outputs
     r, shown = magic(ip, f"c --cases {cases_dir} --server 127.0.0.1:9")
     assert isinstance(r.error_in_exec, UsageError) and says in str(r.error_in_exec), r
+
+
+def test_magic_run_file_with_cases_and_config_refuses_them(ip, sum_c, cases_dir):
+    from IPython.core.error import UsageError
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as captured:
+        ip.run_line_magic("dcodex", f"run {sum_c} --cases {cases_dir} --no-raise-error --out res --quiet")
+    check_table(captured.outputs[0].data["text/plain"])
+    assert len(ip.user_ns["res"].cases) == 3
+    with pytest.raises(UsageError, match="--cases, --compare cannot be a session default"):
+        ip.run_line_magic("dcodex", f"config --cases {cases_dir} --compare exact")
