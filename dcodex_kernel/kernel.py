@@ -28,6 +28,7 @@ from ipykernel._version import kernel_protocol_version
 from traitlets import Unicode
 
 from . import __version__, case_table
+from .backends import BackendChoice, get_backend
 from .cancel import CancelToken
 from .editing import HEADER, complete, is_complete
 from .events import Result, Status
@@ -183,7 +184,7 @@ class DCodeXKernel(Kernel):
         except ValueError as e:  # keep the kernel up; every cell then says what is wrong
             self.limits, self.limits_error = Limits(), f"bad kernel environment: {e}"
         self._backend = None
-        self._backends = {}  # get_backend() of a cell's --server options
+        self._backends = BackendChoice()  # the backends of cells' --server options
         self._cancel: CancelToken | None = None
         self._cancel_lock = threading.Lock()
         self._last_result: dict | None = None
@@ -233,8 +234,6 @@ class DCodeXKernel(Kernel):
     @property
     def backend(self):
         if self._backend is None:
-            from .backends import get_backend
-
             self._backend = get_backend()
         return self._backend
 
@@ -299,14 +298,7 @@ class DCodeXKernel(Kernel):
     def _backend_for(self, cell: Cell):
         """The kernel's backend, or the one a `--server` header names (kept for later cells)."""
         options = backend_options(cell.options) if cell.options is not None else {}
-        if not options:
-            return self.backend
-        key = tuple(sorted(options.items()))
-        if key not in self._backends:
-            from .backends import get_backend
-
-            self._backends[key] = get_backend(**options)
-        return self._backends[key]
+        return self._backends.get(self.backend, options) if options else self.backend
 
     def _run(self, request: Request, silent: bool, backend=None) -> tuple[Result, str]:
         """Stream the run's output to the cell; return its Result and any held-back compiler text.

@@ -20,7 +20,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, nee
 from traitlets import Bool, TraitError, TraitType, Unicode, default
 
 from . import case_table
-from .backends import get_backend
+from .backends import BackendChoice, get_backend
 from .events import Output, Result, Status
 from .info import describe
 from .live import run_live
@@ -128,7 +128,7 @@ class DCodeXMagics(Magics):
     def __init__(self, shell=None, backend=None, **kwargs):
         self._env_limits = _limits_from_env()  # before super(): config may read the defaults
         self._backend = backend
-        self._backends = {}  # get_backend() of a cell's --server options
+        self._backends = BackendChoice()  # the backends of cells' --server options
         super().__init__(shell=shell, **kwargs)
 
     @default("timeout")
@@ -290,12 +290,7 @@ class DCodeXMagics(Magics):
             options = backend_options(ns)
         except OptionError as e:
             raise UsageError(str(e)) from None
-        if not options:
-            return self.backend
-        key = tuple(sorted(options.items()))
-        if key not in self._backends:
-            self._backends[key] = get_backend(**options)
-        return self._backends[key]
+        return self._backends.get(self.backend, options) if options else self.backend
 
     def _run_file(self, words, local_ns):
         if not words or words[0].startswith("-"):

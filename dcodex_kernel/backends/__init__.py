@@ -52,3 +52,19 @@ def token_from_env(environ) -> str | None:
         with open(path, encoding="utf-8") as f:
             return f.read().strip() or None
     return None
+
+
+class BackendChoice:
+    """A front door's backends: its default one, and one per set of `--server` options a cell
+    names (kept: a channel to a server is worth reusing across cells)."""
+
+    def __init__(self):
+        self._backends: dict = {}
+
+    def get(self, default, options: dict):
+        if not options:
+            return default
+        key = tuple(sorted(options.items()))
+        if key not in self._backends:
+            self._backends[key] = get_backend(**options)
+        return self._backends[key]
