@@ -190,3 +190,13 @@ def ordinary_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)  # made, or made meanwhile by another test run
     except KeyError:
         pytest.fail(f"useradd {name} failed: {made.stderr}")
+
+
+def ipython_shell():
+    """IPython's one test shell (globalipapp), for every test module alike. Its `get_ipython`
+    imported by name returns the shell only to the first caller (later ones get None), so go
+    through the module: start it (once per process), then ask the module's replaced function."""
+    from IPython.testing import globalipapp
+
+    globalipapp.start_ipython()
+    return globalipapp.get_ipython()

@@ -16,6 +16,8 @@ from dcodex_kernel.options import OptionError, parse_header, request_from
 from dcodex_kernel.request import Language, Limits
 from dcodex_kernel.verdicts import Case
 
+from .support import ipython_shell
+
 SUM_C = r"""#include <stdio.h>
 int main(void) { long a, b; if (scanf("%ld %ld", &a, &b) != 2) return 1; printf("%ld\n", a + b); return 0; }
 """
@@ -209,19 +211,11 @@ def test_kernel_bad_cases_or_compare_is_one_option_error(c_kernel, header, says)
 
 @pytest.fixture(scope="module")
 def ip(backend):
-    from IPython.testing import globalipapp
-
-    # globalipapp starts its shell once per process, and only the first get_ipython() call
-    # returns it (test modules that imported the function before get None). If this fixture
-    # started it, let the next module's call start it again (the same singleton shell).
-    first = not hasattr(globalipapp.start_ipython, "already_called")
-    shell = globalipapp.get_ipython()  # the module's attribute: the shell, whoever started it
+    shell = ipython_shell()
     shell.run_line_magic("load_ext", "dcodex_kernel")
     shell.magics_manager.registry["DCodeXMagics"].backend = backend  # the tests' build cache
     yield shell
     shell.run_line_magic("unload_ext", "dcodex_kernel")
-    if first:
-        del globalipapp.start_ipython.already_called
 
 
 def magic(ip, line, body=SUM_C):

@@ -14,14 +14,14 @@ import time
 import psutil
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import get_ipython
 from traitlets.config import Config
 
 from dcodex_kernel.events import Result, Status
 from dcodex_kernel.magics import DCodeXError, DCodeXInterrupt, DCodeXMagics
 
 from .kernel_support import collect, execute, start_kernel, stop_kernel
-from .support import alive, descendants, is_sandbox_uid, orphaned_sandbox_processes, wait_until
+from .support import (alive, descendants, ipython_shell, is_sandbox_uid, orphaned_sandbox_processes,
+                      wait_until)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[mK]")
 
@@ -76,7 +76,7 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def ip(backend):
-    shell = get_ipython()
+    shell = ipython_shell()
     shell.run_line_magic("load_ext", "dcodex_kernel")
     # The real engine, with the test session's own build cache (conftest) instead of the user's.
     shell.magics_manager.registry["DCodeXMagics"].backend = backend

@@ -14,7 +14,6 @@ import shlex
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import get_ipython
 from traitlets import TraitError
 
 from dcodex_kernel import cli
@@ -22,6 +21,8 @@ from dcodex_kernel.kernel import cell_request, parse_cell
 from dcodex_kernel.magics import DCodeXMagics, split_words_or_usage
 from dcodex_kernel.options import OptionError, header_parser, join_flag_values, parse_words
 from dcodex_kernel.request import Language, Limits, Request, parse_seconds, parse_size
+
+from .support import ipython_shell
 
 PROPERTY = settings(max_examples=200, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -118,7 +119,7 @@ def test_kernel_header_gives_a_request_or_an_option_error(line, magic):
 
 @pytest.fixture(scope="module")
 def shell():
-    return get_ipython()
+    return ipython_shell()
 
 
 @PROPERTY

@@ -77,7 +77,7 @@ from dcodex_kernel.proto import dcodex_pb2 as pb
 from dcodex_kernel.proto import dcodex_pb2_grpc as pb_grpc
 from dcodex_kernel.request import Limits, Request
 
-from .support import alive, is_sandbox_uid, wait_until
+from .support import alive, ipython_shell, is_sandbox_uid, wait_until
 
 DCODEX = [sys.executable, "-m", "dcodex_kernel"]
 PROTO_DIR = generate.HERE
@@ -614,9 +614,7 @@ def test_dcodex_run_and_doctor_with_server(server, tmp_path):
 
 
 def test_magics_run_on_the_server(server):
-    from IPython.testing.globalipapp import get_ipython
-
-    ip = get_ipython()
+    ip = ipython_shell()
     ip.run_line_magic("load_ext", "dcodex_kernel")
     ip.run_cell_magic("dcodex", f"python --server {server.address} --out res --quiet",
                       "print('from the server')")
@@ -832,11 +830,9 @@ def test_the_client_works_with_a_plain_dcodex_server():
 
 
 def test_magics_config_server_sets_the_sessions_backend(server):
-    from IPython.testing.globalipapp import get_ipython
-
     from dcodex_kernel.backends.local import LocalBackend
 
-    ip = get_ipython()
+    ip = ipython_shell()
     ip.run_line_magic("load_ext", "dcodex_kernel")
     magics = ip.magics_manager.registry["DCodeXMagics"]
     previous = magics.backend
