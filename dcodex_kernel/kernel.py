@@ -33,7 +33,7 @@ from .cancel import CancelToken
 from .editing import HEADER, complete, is_complete
 from .events import Result, Status
 from .info import describe
-from .options import (HelpRequested, OptionError, backend_options, check_backend,
+from .options import (HelpRequested, OptionError, backend_options,
                       header_parser, parse_header, request_from)
 from .request import Language, Limits, Request
 
@@ -263,7 +263,6 @@ class DCodeXKernel(Kernel):
             if not cell.code.strip():
                 return self._ok()
             request = cell_request(cell, self.limits)
-            check_backend(request, backend)
         except HelpRequested as e:
             self._stream("stdout", str(e), silent)
             return self._ok()

@@ -24,7 +24,7 @@ from .backends import BackendChoice, get_backend
 from .events import Output, Result, Status
 from .info import describe
 from .live import run_live
-from .options import (HelpRequested, OptionError, at_most, backend_options, check_backend,
+from .options import (HelpRequested, OptionError, at_most, backend_options,
                       header_parser, parse_words, request_from, split_words)
 from .request import Language, Limits, Request, parse_seconds, parse_size
 from .verdicts import MAX_CASES, Case, check_expected
@@ -257,10 +257,6 @@ class DCodeXMagics(Magics):
     def _run(self, ns, code, language: Language, local_ns):
         request = self._request(ns, code, language, local_ns)
         backend = self._backend_for(ns)
-        try:
-            check_backend(request, backend)
-        except OptionError as e:
-            raise UsageError(str(e)) from None
         console = _Console()
         result, interrupted = run_live(backend, request, console.write, console.flush)
 

@@ -72,7 +72,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cpu-time", metavar="SECONDS", type=_typed(parse_seconds, "cpu time", "cpu_s"),
                    help=f"CPU-time limit of the run ({at_most('cpu_s')})")
     g.add_argument("--memory", metavar="SIZE", type=_typed(parse_size, "memory", "memory"),
-                   help=f"memory (address space) limit, e.g. 256M, 2G ({at_most('memory')})")
+                   help=f"memory limit of the whole run, e.g. 256M, 2G ({at_most('memory')})")
     g.add_argument("--output-limit", metavar="SIZE",
                    type=_typed(parse_size, "output limit", "output"),
                    help=f"cap on stdout+stderr together, e.g. 64K, 1M ({at_most('output')})")
@@ -254,12 +254,3 @@ def request_from(ns: argparse.Namespace, *, code: str, language: Language, base:
     except ValueError as e:
         raise OptionError(str(e)) from None
 
-
-def check_backend(request: Request, backend) -> None:
-    """OptionError when `backend` cannot do what `request` asks: test cases do not go through a
-    remote server yet (it would run the program once, with no input, and give no verdicts)."""
-    from .backends.remote import RemoteBackend
-
-    if request.cases and isinstance(backend, RemoteBackend):
-        raise OptionError(f"--cases runs on this machine only for now, not on the server "
-                          f"{backend.address} (--server or $DCODEX_SERVER)")

@@ -283,18 +283,21 @@ def test_compile_error_is_one_error_and_no_table_in_kernel_and_magic(c_kernel, i
     assert shown == []
 
 
-def test_cases_through_a_server_is_one_clear_error_for_now(sum_c, cases_dir, c_kernel, ip):
-    """The remote backend does not carry cases yet: refused, not run once without input."""
-    from IPython.core.error import UsageError
-    from .kernel_support import execute
+def test_cases_through_a_server_give_the_same_table_and_exit_code(sum_c, cases_dir):
+    """`dcodex run --cases --server`: the server builds once and runs the cases (the request
+    carries them), and the CLI shows the same verdicts and exit code as on this machine."""
+    from .test_server import Served
 
-    says = "--cases runs on this machine only for now, not on the server 127.0.0.1:9"
-    proc = dcodex("run", sum_c, "--cases", str(cases_dir), "--server", "127.0.0.1:9")
-    assert proc.returncode == 2 and says in proc.stderr and proc.stdout == "", proc
-    run = execute(c_kernel, f"%%dcodex --cases {cases_dir} --server 127.0.0.1:9\n{SUM_C}")
-    assert run.kinds == ["error"] and says in run.errors[0]["evalue"], run.outputs
-    r, shown = magic(ip, f"c --cases {cases_dir} --server 127.0.0.1:9")
-    assert isinstance(r.error_in_exec, UsageError) and says in str(r.error_in_exec), r
+    here = dcodex("run", sum_c, "--cases", str(cases_dir))
+    served = Served()
+    try:
+        there = dcodex("run", sum_c, "--cases", str(cases_dir), "--server", served.address)
+    finally:
+        assert served.stop() == 0
+    assert there.returncode == here.returncode == 1, there
+    verdicts = [line.split()[:2] for line in there.stdout.splitlines()[1:4]]
+    assert verdicts == [line.split()[:2] for line in here.stdout.splitlines()[1:4]], there.stdout
+    assert "2/3 accepted" in there.stdout
 
 
 def test_magic_run_file_with_cases_and_config_refuses_them(ip, sum_c, cases_dir):

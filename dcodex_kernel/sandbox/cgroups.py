@@ -186,13 +186,18 @@ class RunCgroup:
         text = self._read("memory", name).strip()
         return int(text) if text.isdigit() else 0
 
+    _oom_base = 0  # the kernel's count when this run began (a slot counts on across runs)
+
+    def _oom_count(self) -> int:
+        name = "memory.oom_control" if self.support.version == 1 else "memory.events"
+        m = re.search(r"^oom_kill (\d+)", self._read("memory", name), re.MULTILINE)
+        return int(m.group(1)) if m else 0
+
     def oom_kills(self) -> int:
         """OOM kills of the run's processes *because the run reached its own limit*: an OOM
         caused by a parent's limit or the whole machine is not the run's memory limit. (v1's
         failcnt stays 0 here even then, so "reached" is read from the peak.)"""
-        name = "memory.oom_control" if self.support.version == 1 else "memory.events"
-        m = re.search(r"^oom_kill (\d+)", self._read("memory", name), re.MULTILINE)
-        kills = int(m.group(1)) if m else 0
+        kills = self._oom_count() - self._oom_base
         return kills if kills and self.peak_memory() >= OWN_LIMIT_REACHED * self.memory else 0
 
     def kill(self) -> None:
@@ -211,19 +216,25 @@ class RunCgroup:
     def close(self) -> None:
         """Remove the groups. Called once nothing of the run is left; a group still busy for a
         moment (a task being reaped) is retried briefly, then left for the next sweep."""
-        deadline = time.monotonic() + 1.0
         for path in reversed(self.made):
-            while True:
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0.005)
+            _rmdir_soon(path)
         self.made = []
+
+
+def _rmdir_soon(path: str, within: float = 1.0) -> None:
+    """rmdir a cgroup, retrying while its last task is still leaving it; given up after
+    `within` seconds (the orphan sweep removes it later)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
 
 
 def _sweep_orphans(support: CgroupSupport) -> None:
@@ -247,7 +258,7 @@ def _sweep_orphans(support: CgroupSupport) -> None:
 class Slot(RunCgroup):
     """A v1 memory cgroup kept for one sandbox uid of this engine, and the thread that starts
     that uid's runs from inside it. A uid runs one run at a time, so a slot serves one run at a
-    time; `lease` readies it for the next run and `close` gives it back."""
+    time; `lease` readies it for the next run (its limit, peak and OOM count) and `close` gives it back."""
 
     _slots: dict[int, "Slot"] = {}
     _lock = threading.Lock()
@@ -320,7 +331,6 @@ class Slot(RunCgroup):
         # The peak and the OOM count are the run's own from here on.
         self._oom_base = self._oom_count()
         self._write("memory", "memory.max_usage_in_bytes", 0)
-        self._write("memory", "memory.failcnt", 0)
         # memsw must stay >= the memory limit: raise it first, lower it after.
         order = (("memory.memsw.limit_in_bytes", True), ("memory.limit_in_bytes", False))
         if memory < self.memory:
@@ -332,14 +342,6 @@ class Slot(RunCgroup):
                 self._write("memory", "memory.force_empty", 0)
                 self._write("memory", name, memory, optional=optional)
         self.memory = memory
-
-    def _oom_count(self) -> int:
-        m = re.search(r"^oom_kill (\d+)", self._read("memory", "memory.oom_control"), re.MULTILINE)
-        return int(m.group(1)) if m else 0
-
-    def oom_kills(self) -> int:
-        kills = self._oom_count() - self._oom_base
-        return kills if kills and self.peak_memory() >= OWN_LIMIT_REACHED * self.memory else 0
 
     def paths(self) -> list[str]:
         return []  # born in the slot: nothing to join
@@ -357,17 +359,7 @@ class Slot(RunCgroup):
                 done.result(timeout=1)
             except Exception:
                 pass
-            deadline = time.monotonic() + 1.0
-            while True:
-                try:
-                    os.rmdir(slot.dirs["memory"])
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:  # the thread is still leaving it
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0.005)
+            _rmdir_soon(slot.dirs["memory"])  # the thread may still be leaving it
 
     def close(self) -> None:
         pass  # kept for the uid's next run

@@ -458,14 +458,10 @@ def _remove_files_owned_by(uid: int) -> None:
                 pass
 
 
+@functools.lru_cache(maxsize=8)
 def interpreter_prefixes(exe: str) -> tuple[str, ...]:
     """The directories a Python interpreter needs to run and import its packages (its prefix and
     base prefix: a venv and the installation it was made from), to show read-only to runs."""
-    return _interpreter_prefixes(exe)
-
-
-@functools.lru_cache(maxsize=8)
-def _interpreter_prefixes(exe: str) -> tuple[str, ...]:
     if os.path.abspath(exe) == os.path.abspath(sys.executable):
         found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     else:

@@ -188,7 +188,7 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
         own_oom = group.oom_kills() > 0
     return ProcessExit(
         wait_status=wait_status, cpu_s=cpu_s, wall_s=wall_s, peak_memory=peak,
-        stopped_for=stopped_for, oom_kills=_oom_kill_count() - oom_before + own_oom,
+        stopped_for=stopped_for, oom_kills=_oom_kill_count() - oom_before,
         truncated=pump.over_cap, stderr_tail=bytes(pump.stderr_tail),
         launcher_code=proc.returncode, processes=usage.processes, output=out_state,
         allocation_failed=alloc_failed, own_oom=own_oom,
