@@ -213,6 +213,10 @@ def _add_serve(sub) -> None:
                      help="address to listen on (default 127.0.0.1; another address needs a token "
                           "and TLS, or --insecure)")
     net.add_argument("--port", type=int, default=50051, help="port (default 50051; 0: any free port)")
+    net.add_argument("--health-port", type=int, metavar="PORT",
+                     help="also serve the standard health service alone, in plaintext and without "
+                          "a token, on this port: for probes that speak neither TLS nor tokens "
+                          "(Kubernetes' gRPC probes); it tells only SERVING or NOT_SERVING")
     net.add_argument("--token-file", metavar="PATH",
                      help="clients must send one of the bearer tokens in this file, one a line "
                           "(default: $DCODEX_TOKEN, if set); each token is a client of its own "
@@ -290,7 +294,7 @@ def serve_config(ns, environ=None):
     maxima = _replace(DEFAULT_MAXIMA, **{k: getattr(ns, f"max_{k}") for k in ("cpu_s", "wall_s", "memory", "output")
                                          if getattr(ns, f"max_{k}") is not None})
     config = ServerConfig(
-        host=ns.host, port=ns.port, max_concurrent=ns.max_concurrent, queue_length=ns.queue_length,
+        host=ns.host, port=ns.port, health_port=ns.health_port, max_concurrent=ns.max_concurrent, queue_length=ns.queue_length,
         defaults=defaults, maxima=maxima, tokens=tokens, tls_cert=cert, tls_key=key,
         insecure=ns.insecure, strict=ns.strict, max_code_bytes=ns.max_code_bytes,
         max_stdin_bytes=ns.max_stdin_bytes, result_cache_entries=ns.result_cache_entries,

@@ -55,6 +55,7 @@ DEFAULT_MAXIMA = Limits(cpu_s=60.0, wall_s=60.0, memory=4 << 30, output=1 << 20)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
+    health_port: int | None = None  # also the health service alone, in plaintext, on this port
     max_concurrent: int = 10  # sandboxes running at once
     queue_length: int = 100  # requests waiting for a slot; more: RESOURCE_EXHAUSTED
     defaults: Limits = DCODEX_DEFAULTS
@@ -84,6 +85,10 @@ class ServerConfig:
             raise ValueError("--queue-length must not be negative")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port {self.port} is not a port number")
+        if self.health_port is not None and not 0 <= self.health_port <= 65535:
+            raise ValueError(f"--health-port {self.health_port} is not a port number")
+        if self.health_port and self.health_port == self.port:
+            raise ValueError("--health-port must differ from --port")
         for name in LIMIT_FIELDS:
             if getattr(self.defaults, name) > getattr(self.maxima, name):
                 raise ValueError(f"default {Limits.LABELS[name]} of "
@@ -608,7 +613,7 @@ class Server:
         pb_grpc.add_CodeExecutorServicer_to_server(self.service, self._grpc)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+        address = self.address_of(config.port)
         try:
             if config.tls_cert:
                 creds = grpc.ssl_server_credentials([(config.tls_key, config.tls_cert)])
@@ -620,14 +625,34 @@ class Server:
         if not self.port:
             raise OSError(f"cannot listen on {address} (the port is in use, or the address is "
                           "not this machine's)")
+        # Probes that speak neither TLS nor tokens (Kubernetes' gRPC probes) get the same health
+        # service, alone, on a plaintext port of its own: it tells only SERVING or not.
+        self._health_grpc, self.health_port = None, None
+        if config.health_port is not None:
+            self._health_grpc = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="dcodex-health"),
+                options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_grpc)
+            where = self.address_of(config.health_port)
+            try:
+                self.health_port = self._health_grpc.add_insecure_port(where)
+            except RuntimeError:
+                self.health_port = 0
+            if not self.health_port:
+                raise OSError(f"cannot listen on {where} for --health-port")
+
+    def address_of(self, port: int) -> str:
+        host = self.config.host
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
     def address(self) -> str:
-        host = self.config.host
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return self.address_of(self.port)
 
     def start(self) -> "Server":
         self._grpc.start()
+        if self._health_grpc is not None:
+            self._health_grpc.start()
         for name in ("", SERVICE):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self
@@ -636,6 +661,8 @@ class Server:
         """Refuse new RPCs, let the runs in flight finish (up to `grace` s), then stop."""
         self.health.enter_graceful_shutdown()
         self._grpc.stop(self.config.grace_s if grace is None else grace).wait()
+        if self._health_grpc is not None:  # probes saw NOT_SERVING all through the drain
+            self._health_grpc.stop(0).wait()
 
     def wait(self) -> None:
         self._grpc.wait_for_termination()
@@ -650,6 +677,8 @@ def serve(config: ServerConfig, *, out=sys.stderr) -> int:
     caps = server.service.backend.caps
     security = ", ".join(filter(None, ["TLS" if config.tls_cert else "no TLS",
                                        "token" if config.tokens else "no token"]))
+    if server.health_port:
+        security += f"; health service also on {server.address_of(server.health_port)}, plaintext"
     print(f"dcodex serve: listening on {server.address} ({security}; {config.max_concurrent} "
           f"sandboxes, queue {config.queue_length}; isolation: {', '.join(caps.layers()) or 'none'})",
           file=out, flush=True)

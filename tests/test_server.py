@@ -96,6 +96,8 @@ class Served:
             self.proc.kill()
             raise AssertionError(f"dcodex serve did not start: {line}{self.proc.stderr.read()}")
         self.address = m.group(1)
+        health = re.search(r"health service also on (\S+?),", line)
+        self.health_address = health.group(1) if health else None
 
     def _line(self, timeout):
         ready, _, _ = select.select([self.proc.stderr], [], [], timeout)
@@ -449,6 +451,43 @@ def test_tls_with_a_token(tmp_path):
         assert collect(plain.execute(hello)).status is Status.INTERNAL_ERROR
     finally:
         assert served.stop() == 0
+
+
+def test_a_plaintext_health_port_for_probes_beside_tls(tmp_path):
+    """--health-port: the health service alone, without TLS or token (what Kubernetes' gRPC probes
+    can speak); it says NOT_SERVING while the server drains, and carries nothing else."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    cert, key = _self_signed(tmp_path)
+    served = Served("--tls-cert", str(cert), "--tls-key", str(key), "--health-port", "0",
+                    env={"DCODEX_TOKEN": "t0k"})
+    try:
+        health_address = served.health_address
+        assert health_address and health_address != served.address
+        with grpc.insecure_channel(health_address) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            for service in ("", "dcodex.CodeExecutor"):
+                assert check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == \
+                    health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as e:  # no runs here, with or without a token
+                list(pb_grpc.CodeExecutorStub(channel).Execute(
+                    pb.CodeRequest(language="python", code="print(1)"),
+                    metadata=(("authorization", "Bearer t0k"),), timeout=5))
+            assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED
+            remote = RemoteBackend(served.address, token="t0k", tls_ca=str(cert))
+            running = remote.execute(request("python", "import time\nprint('up', flush=True)\n"
+                                             "time.sleep(1)\nprint('done')", wall_s=2))
+            assert next(running).text == "up\n"
+            served.proc.send_signal(signal.SIGTERM)
+            assert wait_until(lambda: check(health_pb2.HealthCheckRequest(
+                service="dcodex.CodeExecutor"), timeout=5).status ==
+                health_pb2.HealthCheckResponse.NOT_SERVING, 3.0)
+            rest = collect(running)
+            assert rest.ok and rest.stdout == "done\n"  # the run in flight finished
+            remote.close()
+        assert served.proc.wait(10) == 0
+    finally:
+        served.stop()
 
 
 def test_a_public_address_needs_token_and_tls(server):
