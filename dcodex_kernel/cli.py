@@ -10,6 +10,7 @@ import sys
 
 from . import __version__, case_table
 from .backends import get_backend
+from .backends.local import LocalBackend
 from .cancel import CancelToken
 from .info import describe
 from .events import Result, Status
@@ -138,7 +139,21 @@ def _run(ns) -> int:
             print(result.summary(), file=sys.stderr)
     else:
         print(result.summary(), file=sys.stderr)
+    _finish_precompiling(backend)
     return exit_code(result)
+
+
+def _finish_precompiling(backend) -> None:
+    """A header being precompiled in the background (the first time a program needed it)
+    would die with this process: let it finish, once, and say why we wait."""
+    building = backend.pch.building if isinstance(backend, LocalBackend) else ()
+    if building:
+        print(f"dcodex: precompiling <{'>, <'.join(building)}> for later programs "
+              "(once per compiler and flags; Ctrl-C skips it)", file=sys.stderr, flush=True)
+        try:
+            backend.pch.wait_idle()
+        except KeyboardInterrupt:
+            pass
 
 
 def exit_code(result: Result) -> int:

@@ -12,12 +12,18 @@ from dcodex_kernel.backends.local import LocalBackend
 from dcodex_kernel.build_cache import BuildCache
 from dcodex_kernel.sandbox import isolation
 
+from .kernel_support import shared_pch_store
 from .support import PIDS_ROOT, PidsCgroup, run_dirs, wait_until_clean
 
 
 @pytest.fixture(scope="session")
 def backend(tmp_path_factory) -> LocalBackend:
-    return LocalBackend(BuildCache(tmp_path_factory.mktemp("build-cache")))
+    """The engine with a build cache of its own and the C++ headers precompiled up front (where
+    the filesystem is confined), in the store the test kernels use too: a precompile in the
+    background would otherwise outlive the test that started it and count as its leftover."""
+    engine = LocalBackend(BuildCache(tmp_path_factory.mktemp("build-cache")), pch=shared_pch_store())
+    engine.precompile_headers()
+    return engine
 
 
 @pytest.fixture

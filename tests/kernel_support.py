@@ -31,6 +31,16 @@ def root() -> str:
     return _root
 
 
+def shared_pch_store():
+    """The precompiled-header store of the test kernels (their XDG cache), shared with the
+    engine tests' backend, which fills it once up front."""
+    from pathlib import Path
+
+    from dcodex_kernel.pch import PchStore
+
+    return PchStore(Path(root()) / "cache" / "dcodex" / "pch")
+
+
 def kernels_dir() -> str:
     return os.path.join(root(), "share", "jupyter", "kernels")
 

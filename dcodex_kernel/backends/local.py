@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -15,7 +16,9 @@ from ..build_cache import BuildCache, cache_key
 from ..cancel import CancelToken
 from ..events import ACCEPTED, WRONG_ANSWER, CaseResult, Event, Output, Result, Status
 from ..languages import LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, recipe
-from ..request import Request
+from ..pch import BUILD_LIMITS, PCH_PLACE, PchStore, only_own_diagnostics, ordinary_flags, wanted_header
+from ..pch import HEADERS as PCH_HEADERS
+from ..request import Language, Request
 from ..sandbox import isolation
 from ..sandbox.outcome import classify
 from ..sandbox.process import run_process
@@ -51,8 +54,9 @@ class LocalBackend:
     case_parallelism: int | None = None
 
     def __init__(self, cache: BuildCache | None = None, caps: isolation.Capabilities | None = None,
-                 strict: bool | None = None):
+                 strict: bool | None = None, pch: PchStore | None = None):
         self._cache = cache
+        self._pch = pch
         self._caps = caps  # None: what this machine allows (detected once)
         # Strict: refuse to run when a confinement layer is missing ($DCODEX_STRICT by default).
         self.strict = strict_from_env() if strict is None else strict
@@ -67,6 +71,23 @@ class LocalBackend:
             self._cache = BuildCache()
         return self._cache
 
+    @property
+    def pch(self) -> PchStore:
+        if self._pch is None:  # beside the build cache (a test's own cache gets its own)
+            self._pch = PchStore(self.cache.root.parent / "pch")
+        return self._pch
+
+    def precompile_headers(self, cflags: tuple[str, ...] = ()) -> list[str]:
+        """Precompile every header of pch.HEADERS for C++ with these flags now (it otherwise
+        happens in the background the first time a program needs one); → the headers ready."""
+        rec, caps = recipe(Language.CPP), self.caps
+        if not (self.pch.enabled and caps.filesystem):
+            return []
+        key = self.pch.entry_key(compiler_identity(rec.compiler()[0]), [*rec.default_flags, *cflags])
+        request = Request(Language.CPP, "", cflags=tuple(cflags))
+        build = functools.partial(self._precompile, rec, request, caps)
+        return [h for h in PCH_HEADERS if self.pch.build_now(key, h, build)]
+
     def describe(self) -> dict:
         caps = self.caps
         info = {
@@ -78,6 +99,10 @@ class LocalBackend:
             "visible_to_programs": [*caps.binds, *caps.python_binds] if caps.filesystem
                                    else ["everything your user can read"],
             "build_cache": str(self.cache.root),
+            "precompiled_headers": (f"{', '.join(PCH_HEADERS)} (in {self.pch.root})"
+                                    if self.pch.enabled and caps.filesystem else
+                                    "off (needs a confined filesystem)" if self.pch.enabled else
+                                    "off (DCODEX_PCH=0)"),
         }
         for lang in ("c", "cpp"):
             try:
@@ -255,38 +280,102 @@ class LocalBackend:
             if replay:  # the warnings of the build that made this program
                 yield Output("stderr", replay if request.color else _ANSI.sub("", replay), "compile")
             return program, None, True
-        diagnostics = []
+        built = self._build_with_pch(rec, request, caps, ws, env, sources, cancel, argv)
+        if built is not None:
+            exit, said, program = built
+            if said:
+                yield Output("stderr", said, "compile")
+        else:
+            diagnostics = []
+            program = os.memfd_create(PROGRAM, os.MFD_CLOEXEC)
+            try:
+                with _memfile(LINEBUF_FILE, linebuf) as runtime:
+                    exit = yield from _tee(
+                        run_process(argv, workspace=ws, caps=caps, env=env,
+                                    limits=request.compile_limits, cancel=cancel, phase="compile",
+                                    inputs=(*sources, (LINEBUF_FILE, runtime, 0o644)),
+                                    output=(PROGRAM, program)),
+                        diagnostics)
+            except BaseException:
+                os.close(program)
+                raise
+            said = "".join(diagnostics)
+        status, message, code, sig = classify(exit, request.compile_limits)
+        failed = None
+        if status is Status.CANCELLED:
+            failed = Result(status, message)
+        elif status is not Status.OK or exit.output != "taken":
+            failed = Result(Status.COMPILE_ERROR, _compile_summary(status, message, said, exit.output),
+                            exit_code=code, signal=sig, truncated=exit.truncated)
+        if failed:
+            os.close(program)
+            return None, failed, False
+        if request.cache:
+            self.cache.store(key, program, said)
+        return program, None, False
+
+    def _build_with_pch(self, rec, request, caps, ws, env, sources, cancel, argv):
+        """(the compile's ProcessExit, what the compiler said, the program's memfd) from a
+        compile that used a precompiled header, or None: the program does not start with one,
+        it is not built yet (then it is built in the background for the next program), or the
+        compiler said something about a header (its include chain reads differently with a
+        .gch), stopped at a limit or was interrupted: then the caller compiles as without."""
+        header = wanted_header(request.code) if rec.language is Language.CPP else None
+        if (header is None or not self.pch.enabled or not caps.filesystem
+                or any("pch" in flag for flag in request.cflags)):
+            return None
+        flags = [*rec.default_flags, *request.cflags]
+        entry_key = self.pch.entry_key(compiler_identity(argv[0]), flags)
+        entry = self.pch.open_entry(entry_key, header)
+        if entry is None:
+            if ordinary_flags(request.cflags):
+                self.pch.build_soon(entry_key, header,
+                                    functools.partial(self._precompile, rec, request, caps))
+            return None
+        at = argv.index(rec.source_file)  # after the program's own -I dirs: those come first
+        pch_argv = [*argv[:at], "-I", PCH_PLACE, *argv[at:]]
         program = os.memfd_create(PROGRAM, os.MFD_CLOEXEC)
         try:
-            with _memfile(LINEBUF_FILE, linebuf) as runtime:
-                exit = yield from _tee(
-                    run_process(argv, workspace=ws, caps=caps, env=env, limits=request.compile_limits,
-                                cancel=cancel, phase="compile",
-                                inputs=(*sources, (LINEBUF_FILE, runtime, 0o644)),
-                                output=(PROGRAM, program)),
-                    diagnostics)
-            status, message, code, sig = classify(exit, request.compile_limits)
-            failed = None
-            if status is Status.CANCELLED:
-                failed = Result(status, message)
-            elif status is not Status.OK or exit.output != "taken":
-                summary = _compile_summary(status, message, "".join(diagnostics), exit.output)
-                failed = Result(Status.COMPILE_ERROR, summary, exit_code=code, signal=sig,
-                                truncated=exit.truncated)
-            if failed:
-                os.close(program)
-                return None, failed, False
-            if request.cache:
-                self.cache.store(key, program, "".join(diagnostics))
-            return program, None, False
+            with _memfile(LINEBUF_FILE, linebuf_source()) as runtime:
+                said, exit = _drain(run_process(
+                    pch_argv, workspace=ws, caps=caps, env=env, limits=request.compile_limits,
+                    cancel=cancel, phase="compile", inputs=(*sources, (LINEBUF_FILE, runtime, 0o644)),
+                    output=(PROGRAM, program), binds=((PCH_PLACE, entry),)), ("stderr",))
         except BaseException:
             os.close(program)
             raise
+        finally:
+            os.close(entry)
+        status, _, _, _ = classify(exit, request.compile_limits)
+        done = exit.output == "taken" if status is Status.OK else status is Status.RUNTIME_ERROR
+        if done and only_own_diagnostics(said, (rec.source_file, LINEBUF_FILE)):
+            log.debug("compiled %s with the precompiled %s", rec.source_file, header)
+            return exit, said, program
+        os.close(program)
+        log.debug("compiling %s again without the precompiled %s (%s: %s)", rec.source_file, header,
+                  status.value, said[-300:])
+        return None
+
+    def _precompile(self, rec, request, caps, wrapper: bytes, gch: int) -> bool:
+        """Build a .gch (in the sandbox, like any compile) of `wrapper` into the fd `gch`."""
+        name = "dcodex_pch.h"
+        argv = [*rec.compiler(), *rec.default_flags, "-fdiagnostics-color=never", *request.cflags,
+                "-x", "c++-header", name, "-o", "out.gch"]
+        with isolation.Workspace(caps) as ws, _memfile(name, wrapper) as source:
+            said, exit = _drain(run_process(
+                argv, workspace=ws, caps=caps, env=sandbox_env(ws.workdir), limits=BUILD_LIMITS,
+                phase="compile", inputs=((name, source, 0o644),), output=("out.gch", gch)),
+                ("stderr",))
+        status, message, _, _ = classify(exit, BUILD_LIMITS)
+        if status is not Status.OK or exit.output != "taken":
+            log.info("could not precompile (%s %s): %s", status.value, message, said[-500:])
+            return False
+        return True
 
 
-def _drain(events) -> tuple[str, object]:
-    """Run a run_process generator to its end: (its stdout, its ProcessExit). Closed whatever
-    happens, which ends the run."""
+def _drain(events, streams=("stdout",)) -> tuple[str, object]:
+    """Run a run_process generator to its end: (the text of its `streams`, its ProcessExit).
+    Closed whatever happens, which ends the run."""
     stdout = []
     try:
         while True:
@@ -294,7 +383,7 @@ def _drain(events) -> tuple[str, object]:
                 event = next(events)
             except StopIteration as end:
                 return "".join(stdout), end.value
-            if event.stream == "stdout":
+            if event.stream in streams:
                 stdout.append(event.text)
     finally:
         events.close()

@@ -28,6 +28,9 @@
  *   -U          new user namespace mapping the caller's uid (unprivileged namespaces)
  *   -m          with -n: confine the filesystem (mount namespace, new root)
  *   -r PATH     with -m: bind PATH read-only at the same place (a symlink is recreated)
+ *   -R TARGET:FD  with -m: bind the directory open on FD read-only at TARGET (e.g. a
+ *               precompiled-header dir of the engine's cache: by fd, so no argument names a
+ *               host path the run could read in /proc/1/cmdline)
  *   -d BYTES    with -m: size of the run's tmpfs (inodes: one per 16 KiB, at least 1024)
  *   -w DIR      without -m: the work dir (default: the current dir)
  *   -i FD:MODE:NAME  copy the file open on FD into the work dir as NAME (octal MODE)
@@ -88,6 +91,8 @@ static struct { int fd; mode_t mode; const char *name; } inputs[MAX_LIST];
 static int ninputs;
 static const char *binds[MAX_LIST], *cgroups[MAX_LIST];
 static int nbinds, ncgroups;
+static struct { const char *target; int fd; } fd_binds[MAX_LIST];
+static int nfd_binds;
 
 static void die(const char *what) {
     fprintf(stderr, "dcodex-launch: %s: %s\n", what, strerror(errno));
@@ -261,6 +266,25 @@ static void build_root(long tmpfs_bytes, uid_t owner) {
     /* After the private places: a bound path under /tmp (a venv in a temp dir) then lands in
      * the run's own /tmp instead of being hidden by it. */
     for (int i = 0; i < nbinds; i++) bind_host_path(binds[i]);
+    /* An fd opened before the new mount namespace names a mount of the engine's namespace,
+     * which cannot be bound here: bind its path (seen under /oldroot) if it is still the same
+     * directory. */
+    for (int i = 0; i < nfd_binds; i++) {
+        char link[64], path[4096], source[4200];
+        struct stat by_fd, by_path;
+        snprintf(link, sizeof link, "/oldroot/proc/self/fd/%d", fd_binds[i].fd);
+        ssize_t n = readlink(link, path, sizeof path - 1);
+        if (n < 0) die(link);
+        path[n] = 0;
+        snprintf(source, sizeof source, "/oldroot%s", path);
+        if (fstat(fd_binds[i].fd, &by_fd) < 0 || lstat(source, &by_path) < 0) die(source);
+        if (!S_ISDIR(by_path.st_mode) || by_fd.st_dev != by_path.st_dev || by_fd.st_ino != by_path.st_ino)
+            fail("bind source moved", fd_binds[i].target);
+        char target[4096];
+        snprintf(target, sizeof target, "/newroot%s", fd_binds[i].target);
+        bind_mount(source, target, 1);
+        close(fd_binds[i].fd);
+    }
 
     if (mount(NULL, "/newroot/dev", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) < 0)
         die("remount /dev read-only");
@@ -408,7 +432,7 @@ int main(int argc, char **argv) {
     long uid = -1, gid = -1, engine = -1, tmpfs_bytes = 64L << 20;
     off_t output_max = 0;
     const char *outname = NULL, *workdir = ".";
-    while ((opt = getopt(argc, argv, "+nNE:Umr:d:w:i:o:M:C:P:u:g:s:Sl:V")) != -1) {
+    while ((opt = getopt(argc, argv, "+nNE:Umr:R:d:w:i:o:M:C:P:u:g:s:Sl:V")) != -1) {
         switch (opt) {
         case 'n': newpid = 1; break;
         case 'N': newnet = 1; break;
@@ -419,6 +443,16 @@ int main(int argc, char **argv) {
             if (nbinds == MAX_LIST || optarg[0] != '/') fail("bad bind", optarg);
             binds[nbinds++] = optarg;
             break;
+        case 'R': {
+            char *colon = strrchr(optarg, ':');
+            if (nfd_binds == MAX_LIST || optarg[0] != '/' || !colon) fail("bad bind", optarg);
+            *colon = 0;
+            fd_binds[nfd_binds].target = optarg;
+            fd_binds[nfd_binds].fd = (int)strtol(colon + 1, NULL, 10);
+            if (fcntl(fd_binds[nfd_binds].fd, F_SETFD, FD_CLOEXEC) < 0) fail("bad bind fd", colon + 1);
+            nfd_binds++;
+            break;
+        }
         case 'd': tmpfs_bytes = strtol(optarg, NULL, 10); break;
         case 'w': workdir = optarg; break;
         case 'i': parse_input(optarg); break;

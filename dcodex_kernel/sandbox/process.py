@@ -77,34 +77,40 @@ def run_process(
     inputs: tuple[tuple[str, int, int], ...] = (),
     output: tuple[str, int] | None = None,
     python: bool = False,
+    binds: tuple[tuple[str, int], ...] = (),
 ) -> Generator[Output, None, ProcessExit]:
     """Yield Output events while `argv` runs; return its ProcessExit. `inputs` are
     (name, fd, mode) files copied into the program's work dir first; `output` is (name, fd): that
     file of the work dir is copied to fd afterwards if it is a regular file of the program's.
     `python`: the program is the Python interpreter (its prefixes are shown to it).
+    `binds`: (place in the run, an fd of a host dir) pairs, shown read-only where the
+    filesystem is confined (elsewhere a program sees the host anyway).
     Closing the generator early (client gone, exception) still kills every process of the run."""
     group = cgroups.for_run(caps.cgroup, uid=workspace.uid, memory=limits.memory,
                             tasks=limits.processes + 2) if caps.cgroup else None
     try:
         exit = yield from _run(argv, workspace, caps, env, limits, stdin, cancel, phase,
-                               inputs, output, group, python)
+                               inputs, output, group, python, binds)
     finally:
         if group is not None:
             group.close()
     return exit
 
 
-def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, output, group, python):
+def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, output, group, python,
+         binds):
     # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
     # fine: the thread that starts a run is either blocked in this generator until the run ends
     # or a cgroup slot's spawner, which lives as long as the engine.
     # argv[0] is a bare name: the run can read its init's command line (/proc/1/cmdline), and
     # the launcher's path would tell it where the engine user's cache and home are.
     cmd = ["dcodex-launch", *caps.launcher_flags(python=python), "-P", str(os.getpid())]
+    binds = binds if caps.filesystem else ()
+    cmd += [w for place, fd in binds for w in ("-R", f"{place}:{fd}")]
     cmd += ["-d", str(limits.disk)] if workspace.workdir is None else ["-w", workspace.workdir]
     if workspace.uid is not None:
         cmd += ["-u", str(workspace.uid), "-g", str(workspace.gid)]
-    fds = [fd for _, fd, _ in inputs]
+    fds = [fd for _, fd, _ in inputs] + [fd for _, fd in binds]
     for name, fd, mode in inputs:
         cmd += ["-i", f"{fd}:{mode:o}:{name}"]
     if output is not None:

@@ -107,6 +107,21 @@ def wrapper(script: str) -> str:
 
 HELLO_C = '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n'
 
+# Compiled with the engine's precompiled <iostream> (shown to the compile step only, read-only):
+# the program itself sees neither that store nor the place it was shown at.
+CPP_PCH_STORE = r'''#include <iostream>
+#include <fcntl.h>
+int main() {
+    const char *paths[] = {"/pch", "/pch/iostream.gch", "{cache}/pch"};
+    for (const char *p : paths) {
+        int fd = open(p, O_RDONLY);
+        std::cout << (fd >= 0 ? "SEEN " : "hidden ") << p << std::endl;
+        fd = open(p, O_WRONLY | O_CREAT, 0644);
+        if (fd >= 0) std::cout << "WROTE " << p << std::endl;
+    }
+}
+'''
+
 C_PARENT_WAITS = r'''
 #include <sys/wait.h>
 #include <unistd.h>
@@ -289,6 +304,8 @@ def cases(facts: dict) -> list[Case]:
              message=("refused",), max_wall=10),
         Case("wrapper_plants_a_hardlink", "c", HELLO_C, wrapper("echo x > f; ln -f f main"),
              expect="compile_error", message=("refused",)),
+        Case("precompiled_header_store_unseen", "cpp", CPP_PCH_STORE.replace("{cache}", cache),
+             want=("hidden /pch\n",), forbid=(MARKER, "SEEN", "WROTE"), check="cache_unchanged"),
         Case("deep_tree", "python", PY_DEEP, want=("made 2 x 1200 levels",)),
         Case("after_deep_tree", "c", HELLO_C, want=("hello",)),
         Case("run_dir_replaced_by_symlink", "python", PY_REPLACE_DIR, check="tmp_unharmed"),

@@ -33,7 +33,11 @@ def main() -> None:
     print(json.dumps({"engine": {"uid": os.getuid(), "isolation": list(caps.layers()),
                                  "launcher": os.path.realpath(__import__(
                                      "dcodex_kernel.sandbox.launcher", fromlist=["x"]).launcher_path()),
-                                 "cache": str(backend.cache.root)}}), flush=True)
+                                 "cache": str(backend.cache.root),
+                                 # built in the sandbox as this engine's user, then used by
+                                 # every case that starts with one of the headers
+                                 "precompiled": backend.precompile_headers()
+                                 if spec.get("precompile") else []}}), flush=True)
     for case in spec["cases"]:
         before = open_fds()
         started = time.monotonic()

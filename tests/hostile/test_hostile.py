@@ -31,6 +31,7 @@ import psutil
 import pytest
 
 from dcodex_kernel.options import parse_header, request_from
+from dcodex_kernel.pch import HEADERS as PCH_HEADERS
 from dcodex_kernel.request import Language, Limits
 
 from ..support import PidsCgroup, alive, is_sandbox_uid, ordinary_user, wait_until
@@ -147,6 +148,9 @@ def _snapshot(home: str) -> dict:
                 snap[path] = "link:" + os.readlink(path)
             elif "/.cache/dcodex/builds/" in path:
                 snap[path] = "cache entry"  # entries come and go; what matters is their owner below
+            elif "/.cache/dcodex/pch/" in path:
+                st = os.stat(path)  # ~150 MB: its identity, not its hash
+                snap[path] = f"pch {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_uid}"
             else:
                 with open(path, "rb") as f:
                     snap[path] = hashlib.sha256(f.read()).hexdigest()
@@ -154,11 +158,12 @@ def _snapshot(home: str) -> dict:
 
 
 def _run_engine(argv: list[str], env: dict, cases_json: list, cgroup: PidsCgroup | None,
-                as_user: dict) -> list[dict]:
+                as_user: dict, precompile: bool = False) -> list[dict]:
     if cgroup is not None:  # start inside the bounding cgroup, before any run exists
         os.chmod(os.path.join(cgroup.path, "cgroup.procs"), 0o666)  # the user moves itself in
         argv = ["/bin/sh", "-c", f'echo $$ > {cgroup.path}/cgroup.procs && exec "$@"', "sh", *argv]
-    proc = subprocess.run(argv, input=json.dumps({"cases": cases_json}), capture_output=True,
+    spec = {"cases": cases_json, "precompile": precompile}
+    proc = subprocess.run(argv, input=json.dumps(spec), capture_output=True,
                           text=True, env=env, timeout=600, cwd="/", **as_user)
     if proc.returncode != 0:
         pytest.fail(f"the engine runner failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -196,8 +201,10 @@ def engine_run(request, tmp_path_factory) -> EngineRun:
            "DCODEX_HOSTILE_MARKER": MARKER}  # visible in the runner's /proc/PID/environ
     facts = {"home": home, "cache": os.path.join(home, ".cache", "dcodex"), **_plant(home, uid, gid)}
 
-    engine = _run_engine(argv, env, [], None, as_user)[0]["engine"]  # builds the launcher, tells its path
+    # Builds the launcher (tells its path) and the precompiled headers, which the cases then use.
+    engine = _run_engine(argv, env, [], None, as_user, precompile=True)[0]["engine"]
     facts["launcher"] = engine["launcher"]
+    facts["precompiled"] = engine["precompiled"]
 
     sock_path = f"/tmp/dcodex-hostile-{os.getpid()}-{mode}.sock"
     unix = socket.socket(socket.AF_UNIX)
@@ -346,6 +353,8 @@ def test_engine_mode_and_layers(engine_run: EngineRun):
     assert (engine_run.engine["uid"] == 0) == (engine_run.mode == "root")
     for layer in ("pid-namespace", "no-network", "filesystem", "seccomp", "no-new-privs"):
         assert layer in engine_run.engine["isolation"], engine_run.engine
+    # The C++ headers were precompiled in the sandbox as this engine's user (for the cases).
+    assert engine_run.facts["precompiled"] == list(PCH_HEADERS), engine_run.facts
 
 
 def test_nothing_left_and_host_unharmed(engine_run: EngineRun):
