@@ -46,6 +46,7 @@
  *   -S          load the seccomp filter (see install_seccomp) before exec
  *   -l RES=SOFT:HARD  an rlimit for the program; repeatable
  *   -V          print the compiled-in features ("seccomp") and exit
+ *   -X          (a build linked with libseccomp) write the seccomp filter as BPF and exit
  *
  * Exit codes of its own: 125 it could not start the program, 124 the input files do not fit
  * the run's tmpfs (-d too small).
@@ -73,7 +74,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifdef DCODEX_SECCOMP
+#if defined(DCODEX_SECCOMP) && defined(DCODEX_SECCOMP_BPF)
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#elif defined(DCODEX_SECCOMP)
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -347,11 +351,24 @@ static void drop_capability_bounding_set(void) {
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
 }
 
-#ifdef DCODEX_SECCOMP
+#if defined(DCODEX_SECCOMP) && defined(DCODEX_SECCOMP_BPF)
+/* The filter below, compiled by libseccomp once when this launcher was built (launcher.py runs
+ * a first build with -X and includes its output here): building it with libseccomp on every run
+ * cost ~1 ms of each program's start. */
+static const struct sock_filter seccomp_filter[] = {
+#include DCODEX_SECCOMP_BPF
+};
+
+static void install_seccomp(void) {
+    struct sock_fprog prog = {sizeof seccomp_filter / sizeof seccomp_filter[0],
+                              (struct sock_filter *)seccomp_filter};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0) die("seccomp");
+}
+#elif defined(DCODEX_SECCOMP)
 /* Deny what a program has no business doing and what widens the kernel's attack surface:
  * debugging other processes, the kernel keyring, BPF, perf, userfaultfd, io_uring, mounting and
  * namespaces, modules and kexec, faking terminal input, and any socket but a unix one. */
-static void install_seccomp(void) {
+static scmp_filter_ctx seccomp_rules(void) {
     static const char *denied[] = {
         "ptrace", "process_vm_readv", "process_vm_writev", "keyctl", "add_key", "request_key",
         "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
@@ -381,8 +398,21 @@ static void install_seccomp(void) {
     rc |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
                            SCMP_A0(SCMP_CMP_NE, AF_UNIX));
     if (rc != 0) fail("seccomp", "rules");
+    return ctx;
+}
+
+static void install_seccomp(void) {
+    scmp_filter_ctx ctx = seccomp_rules();
     if (seccomp_load(ctx) != 0) fail("seccomp", "load");
     seccomp_release(ctx);
+}
+
+/* -X: the filter as the kernel takes it (struct sock_filter[]), for a build that embeds it. */
+static int export_seccomp(void) {
+    scmp_filter_ctx ctx = seccomp_rules();
+    if (seccomp_export_bpf(ctx, STDOUT_FILENO) != 0) fail("seccomp", "export");
+    seccomp_release(ctx);
+    return 0;
 }
 #endif
 
@@ -432,7 +462,7 @@ int main(int argc, char **argv) {
     long uid = -1, gid = -1, engine = -1, tmpfs_bytes = 64L << 20;
     off_t output_max = 0;
     const char *outname = NULL, *workdir = ".";
-    while ((opt = getopt(argc, argv, "+nNE:Umr:R:d:w:i:o:M:C:P:u:g:s:Sl:V")) != -1) {
+    while ((opt = getopt(argc, argv, "+nNE:Umr:R:d:w:i:o:M:C:P:u:g:s:Sl:VX")) != -1) {
         switch (opt) {
         case 'n': newpid = 1; break;
         case 'N': newnet = 1; break;
@@ -479,6 +509,9 @@ int main(int argc, char **argv) {
             puts("seccomp");
 #endif
             return 0;
+#if defined(DCODEX_SECCOMP) && !defined(DCODEX_SECCOMP_BPF)
+        case 'X': return export_seccomp();
+#endif
         default: _exit(125);
         }
     }
