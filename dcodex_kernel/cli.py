@@ -15,8 +15,9 @@ from .cancel import CancelToken
 from .info import describe
 from .events import Result, Status
 from .options import (OptionError, add_run_options, add_server_options, backend_options,
-                      join_flag_values, parse_words, request_from)
+                      join_flag_values, parse_words, request_from, sources_from)
 from .request import Language, Limits, Request
+from .workspace import read_files
 
 
 # Exit codes of `dcodex run`: the program's own code when it ran to an exit, else one per outcome.
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", default=None,
                      help="refuse to run unless every sandbox layer (pid and network namespaces, "
                           "the confined filesystem, seccomp) is available here; also DCODEX_STRICT=1")
+    run.add_argument("--file", metavar="NAME", action="append", default=[], dest="files",
+                     help="give the program this file of FILE's directory (e.g. util.h, "
+                          "data/in.txt), as a notebook's %%%%file gives one; repeatable. Files "
+                          "named by --sources are given without it")
     add_run_options(run)
 
     doctor = sub.add_parser("doctor", help="show the backend, the limits and the active isolation layers")
@@ -97,8 +102,10 @@ def build_request(ns, environ=None) -> Request:
     language = Language.parse(ns.lang) if ns.lang else Language.of_file(ns.file)
     with open(ns.file, encoding="utf-8") as f:
         code = f.read()
+    names = dict.fromkeys([*ns.files, *sources_from(ns)])
+    files = read_files(os.path.dirname(os.path.abspath(ns.file)), names)
     return request_from(ns, code=code, language=language, base=Limits.from_env(environ),
-                        color=not ns.json and sys.stderr.isatty())
+                        color=not ns.json and sys.stderr.isatty(), files=files)
 
 
 def _run(ns) -> int:

@@ -34,8 +34,9 @@ from .editing import HEADER, complete, is_complete
 from .events import Result, Status
 from .info import describe
 from .options import (HelpRequested, OptionError, backend_options,
-                      header_parser, parse_header, request_from)
+                      header_parser, parse_file_command, parse_header, request_from)
 from .request import Language, Limits, Request
+from .workspace import Workspace, WorkspaceError, file_body, write_report
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +91,33 @@ class Cell:
     code: str  # the program; a header line is blanked so compiler line numbers match the cell
     options: object = None  # the header's argparse Namespace, if there was a header
     info: bool = False  # a `%dcodex [options]` cell: show backend, limits, isolation; run nothing
+    file: object = None  # a `%%file [-a] NAME` cell: (name, append) of the workspace file it writes
+    files: bool = False  # a `%dcodex files` cell: list the session workspace
 
 
 _INFO = re.compile(r"^[ \t]*%dcodex(?:[ \t](.*))?$")
 _RUN = re.compile(r"^[ \t]*%%dcodex(?:[ \t](.*))?$")
+# `%%file NAME` (short for `%%dcodex file NAME`, the magics' spelling) and `%dcodex files`.
+_FILE = re.compile(r"^[ \t]*%%(?:file|dcodex[ \t]+file)(?:[ \t](.*))?$")
+_FILES = re.compile(r"^[ \t]*%dcodex[ \t]+files[ \t]*$")
 
 
 def parse_cell(text: str, default: Language) -> Cell:
     """Split a cell into header and program. Raises OptionError for a bad header."""
     lines = text.split("\n")
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None or not HEADER.match(lines[first]):
+    if first is None or not (HEADER.match(lines[first]) or _FILE.match(lines[first])):
         return Cell(default, text)
     line = lines[first].rstrip("\r")
     rest = "\n".join(lines[first + 1:])
+    written = _FILE.match(line)
+    if written:
+        prog = "%%file" if line.lstrip().startswith("%%file") else "%%dcodex file"
+        return Cell(default, file_body(rest), file=parse_file_command(written.group(1) or "", prog))
+    if _FILES.match(line):
+        if rest.strip():
+            raise OptionError("%dcodex files only lists the session workspace; nothing may follow it")
+        return Cell(default, "", files=True)
     info, run = _INFO.match(line), _RUN.match(line)
     if info:
         if rest.strip():
@@ -118,13 +132,14 @@ def parse_cell(text: str, default: Language) -> Cell:
     return Cell(ns.language or default, "\n" * (first + 1) + rest, ns)
 
 
-def cell_request(cell: Cell, base: Limits) -> Request:
-    """The Request a parsed cell describes (for a `%dcodex` cell, the limits it would get).
-    Raises OptionError for options that make no valid request (e.g. a limit above its maximum)."""
+def cell_request(cell: Cell, base: Limits, files=()) -> Request:
+    """The Request a parsed cell describes (for a `%dcodex` cell, the limits it would get);
+    `files`: the session workspace's. Raises OptionError for options that make no valid request
+    (e.g. a limit above its maximum)."""
     if cell.options is None:  # the common case: skip argparse entirely
-        return Request(cell.language, cell.code, limits=base, color=True)
+        return Request(cell.language, cell.code, limits=base, color=True, files=files)
     return request_from(cell.options, code=cell.code, language=cell.language, base=base,
-                        color=True)
+                        color=True, files=files)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,6 +200,7 @@ class DCodeXKernel(Kernel):
             self.limits, self.limits_error = Limits(), f"bad kernel environment: {e}"
         self._backend = None
         self._backends = BackendChoice()  # the backends of cells' --server options
+        self.workspace = Workspace()  # this session's %%file files (made on first write)
         self._cancel: CancelToken | None = None
         self._cancel_lock = threading.Lock()
         self._last_result: dict | None = None
@@ -254,6 +270,13 @@ class DCodeXKernel(Kernel):
             if self.limits_error:
                 raise OptionError(self.limits_error)
             cell = parse_cell(code, self.lang)
+            if cell.file is not None:
+                size = self.workspace.write(cell.file.name, cell.code.encode(), append=cell.file.append)
+                self._stream("stdout", write_report(cell.file.name, size, cell.file.append), silent)
+                return self._ok()
+            if cell.files:
+                self._stream("stdout", self.workspace.describe() + "\n", silent)
+                return self._ok()
             backend = self._backend_for(cell)
             if cell.info:
                 text = describe(backend, cell_request(cell, self.limits).limits)
@@ -262,11 +285,11 @@ class DCodeXKernel(Kernel):
                 return self._ok()
             if not cell.code.strip():
                 return self._ok()
-            request = cell_request(cell, self.limits)
+            request = cell_request(cell, self.limits, self.workspace.files())
         except HelpRequested as e:
             self._stream("stdout", str(e), silent)
             return self._ok()
-        except OptionError as e:
+        except (OptionError, WorkspaceError) as e:
             message = str(e)
             lines = message.splitlines() or ["bad cell header"]
             return self._error("OptionError", lines[0],
@@ -394,6 +417,7 @@ class DCodeXKernel(Kernel):
         # (else the main thread's execute_reply hits a closed socket). Cancelling takes ms.
         self.cancel_run()
         self._idle.wait(timeout=5)
+        self.workspace.close()
         return {"status": "ok", "restart": restart}
 
     # -- editing help ---------------------------------------------------------------------------
@@ -404,6 +428,8 @@ class DCodeXKernel(Kernel):
     async def do_is_complete(self, code):
         language = self.lang
         first = code.split("\n", 1)[0]
+        if _FILE.match(first):  # a file's text, not code
+            return {"status": "complete"}
         m = _RUN.match(first)
         if m:
             try:

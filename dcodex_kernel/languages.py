@@ -37,10 +37,13 @@ class Recipe:
         return _resolve_compiler(os.environ.get(self.compiler_env) or self.default_compiler,
                                  self.display_name)
 
-    def compile_argv(self, cflags=(), ldflags=(), color=False) -> list[str]:
+    def compile_argv(self, cflags=(), ldflags=(), color=False, sources=()) -> list[str]:
+        """`sources`: more files of the run dir (the session workspace's) to compile and link."""
         color_flag = "-fdiagnostics-color=always" if color else "-fdiagnostics-color=never"
+        # ./ keeps a workspace name like `-x.c` from reading as an option.
         return [*self.compiler(), *self.default_flags, color_flag, *cflags,
-                self.source_file, LINEBUF_FILE, "-o", PROGRAM, *ldflags]
+                self.source_file, *(f"./{s}" for s in sources), LINEBUF_FILE, "-o", PROGRAM,
+                *ldflags]
 
     def run_argv(self, args=(), *, python: str = "") -> list[str]:
         if self.compiles:

@@ -24,10 +24,11 @@ from .backends import BackendChoice, get_backend
 from .events import Output, Result, Status
 from .info import describe
 from .live import run_live
-from .options import (HelpRequested, OptionError, at_most, backend_options,
+from .options import (HelpRequested, OptionError, at_most, backend_options, file_parser,
                       header_parser, parse_words, request_from, split_words)
 from .request import Language, Limits, Request, parse_seconds, parse_size
 from .verdicts import MAX_CASES, Case, check_expected
+from .workspace import Workspace, WorkspaceError, file_body, write_report
 
 CELL_USAGE = "%%dcodex LANG [options]   (LANG: c, cpp/c++, python/py; %%dcodex? for the options)"
 LINE_USAGE = (
@@ -35,13 +36,14 @@ LINE_USAGE = (
     "%dcodex config [options]      show or set session defaults (--timeout, --cpu-time, --memory,\n"
     "                              --output-limit, --cflags, --ldflags, --cache/--no-cache,\n"
     "                              --server ADDR|local, --token-file, --tls-ca)\n"
-    "%dcodex run FILE [LANG] [options]   run a program file (language from its extension)"
+    "%dcodex run FILE [LANG] [options]   run a program file (language from its extension)\n"
+    "%dcodex files                 list the session workspace (written by %%dcodex file NAME)"
 )
 # Options that describe one run and therefore cannot be a session default.
 _PER_RUN = (("LANG", "language"), ("--stdin", "stdin"), ("--stdin-file", "stdin_file"),
             ("--stdin-var", "stdin_var"), ("--args", "args"), ("--out", "out"),
             ("--no-raise-error", "no_raise_error"), ("--quiet", "quiet"), ("--cases", "cases"),
-            ("--compare", "compare"))
+            ("--compare", "compare"), ("--sources", "sources"))
 
 
 class DCodeXError(Exception):
@@ -129,6 +131,9 @@ class DCodeXMagics(Magics):
         self._env_limits = _limits_from_env()  # before super(): config may read the defaults
         self._backend = backend
         self._backends = BackendChoice()  # the backends of cells' --server options
+        # This session's `%%dcodex file` files (IPython's own %%file writes to the cwd, which
+        # runs do not see); made on first write, removed when the interpreter exits.
+        self.workspace = Workspace()
         super().__init__(shell=shell, **kwargs)
 
     @default("timeout")
@@ -187,7 +192,10 @@ class DCodeXMagics(Magics):
             #include <stdio.h>
             int main(void) { int a, b; scanf("%d %d", &a, &b); printf("%d\\n", a + b); }
         """
-        ns = self._parse(split_words_or_usage(line), "%%dcodex")
+        words = split_words_or_usage(line)
+        if words[:1] == ["file"]:
+            return self._write_file(words[1:], cell)
+        ns = self._parse(words, "%%dcodex")
         if ns is None:
             return None
         if ns.language is None:
@@ -217,6 +225,9 @@ class DCodeXMagics(Magics):
             return self._run_file(rest, local_ns)
         if command == "config":
             return self._config(rest)
+        if command == "files" and not rest:
+            print(self.workspace.describe())
+            return None
         if command in ("-h", "--help", "help"):
             print(LINE_USAGE)
             return None
@@ -235,6 +246,19 @@ class DCodeXMagics(Magics):
         except OptionError as e:
             raise UsageError(str(e)) from None
 
+    def _write_file(self, words, cell):
+        """`%%dcodex file [-a] NAME`: the cell's text becomes NAME in the session workspace."""
+        try:
+            ns = file_parser("%%dcodex file").parse_args(words)
+            size = self.workspace.write(ns.name, file_body(cell).encode(), append=ns.append)
+        except HelpRequested as e:
+            print(e)
+            return None
+        except (OptionError, WorkspaceError) as e:
+            raise UsageError(str(e)) from None
+        print(write_report(ns.name, size, ns.append), end="")
+        return None
+
     def _request(self, ns, code, language: Language, local_ns) -> Request:
         """The Request of a parsed cell or `%dcodex run`, with the session defaults; a
         UsageError (the clear error of a magic) for a bad one."""
@@ -250,7 +274,8 @@ class DCodeXMagics(Magics):
             ns.cache = self.cache
         try:
             return request_from(ns, code=code, language=language, base=self.limits(),
-                                stdin=stdin, color=self._color(), cases=cases)
+                                stdin=stdin, color=self._color(), cases=cases,
+                                files=self.workspace.files())
         except (OptionError, ValueError) as e:
             raise UsageError(str(e)) from None
 

@@ -97,6 +97,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                    help="command-line arguments for the program (shell-quoted)")
     g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                    help="use the build cache (default: yes)")
+    g.add_argument("--sources", metavar="NAMES", action="append", default=[],
+                   help="more C/C++ sources of the session workspace to compile and link with "
+                        "the cell, comma-separated (e.g. --sources util.c,lib/io.c; repeatable)")
     add_server_options(parser)
     return src  # front doors may add more stdin sources to the same exclusive group
 
@@ -147,6 +150,25 @@ def header_parser(prog: str = "%%dcodex", *, magic: bool = False) -> argparse.Ar
                        help="do not raise an exception when the program fails")
         m.add_argument("--quiet", action="store_true", help="no summary line after the run")
     return parser
+
+
+def file_parser(prog: str = "%%file") -> argparse.ArgumentParser:
+    """The parser of a `%%file [-a] NAME` line (`%%dcodex file` in IPython): the cell's body
+    becomes the session workspace's file NAME, which every later run gets a copy of."""
+    parser = _Parser(prog=prog, add_help=True, allow_abbrev=False,
+                     description="Write this cell's text to NAME in the session workspace; every "
+                                 "later run (compile and run steps) gets a copy of the workspace's "
+                                 "files in its own directory. `%dcodex files` lists them.")
+    parser.add_argument("-a", "--append", action="store_true",
+                        help="append to NAME instead of replacing it")
+    parser.add_argument("name", metavar="NAME",
+                        help="a relative path inside the workspace, e.g. util.h or cases/1.in")
+    return parser
+
+
+def parse_file_command(line: str, prog: str = "%%file") -> argparse.Namespace:
+    """(name, append) of a `%%file` line's options (everything after `%%file`)."""
+    return file_parser(prog).parse_args(split_words(line))
 
 
 def split_words(line: str) -> list[str]:
@@ -234,11 +256,17 @@ def _split_all(values: list[str]) -> tuple[str, ...]:
     return tuple(word for value in values for word in shlex.split(value))
 
 
+def sources_from(ns: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(name.strip() for value in getattr(ns, "sources", None) or ()
+                 for name in value.split(",") if name.strip())
+
+
 def request_from(ns: argparse.Namespace, *, code: str, language: Language, base: Limits,
                  stdin: bytes | None = None, color: bool = False,
-                 cases: "list[Case] | None" = None) -> Request:
+                 cases: "list[Case] | None" = None, files=()) -> Request:
     """The Request these options describe. `stdin` overrides --stdin/--stdin-file and `cases`
-    --cases (the magics, from a variable); --cases names a judge-layout directory."""
+    --cases (the magics, from a variable); --cases names a judge-layout directory. `files`: the
+    session workspace's (name, contents), which --sources names from."""
     try:
         if cases is None:
             source = getattr(ns, "cases", None)
@@ -250,6 +278,7 @@ def request_from(ns: argparse.Namespace, *, code: str, language: Language, base:
             cflags=_split_all(ns.cflags), ldflags=_split_all(ns.ldflags), args=_split_all(ns.args),
             cache=True if ns.cache is None else ns.cache, color=color,
             cases=tuple(cases), compare=getattr(ns, "compare", None) or "default",
+            files=tuple(files), sources=sources_from(ns),
         )
     except ValueError as e:
         raise OptionError(str(e)) from None

@@ -228,6 +228,10 @@ class Request:
     # output by `compare` (a mode of `verdicts.parse_mode`: default, exact, tokens, float:TOL).
     cases: tuple[Case, ...] = ()
     compare: str = "default"
+    # The session workspace (workspace.py): sorted (name, contents) pairs that the compile step
+    # and every run get a copy of, and which of them are extra C/C++ sources to compile and link.
+    files: tuple[tuple[str, bytes], ...] = ()
+    sources: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not isinstance(self.language, Language):
@@ -238,6 +242,26 @@ class Request:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.cases or self.compare != "default":
             self._check_cases()
+        if self.files or self.sources:
+            self._check_files()
+
+    def _check_files(self):
+        from .workspace import SOURCE_EXTENSIONS, check_files
+
+        object.__setattr__(self, "files", check_files(self.files))
+        object.__setattr__(self, "sources", tuple(self.sources))
+        names = {name for name, _ in self.files}
+        if self.sources and self.language is Language.PYTHON:
+            raise ValueError("--sources is for C and C++ programs (Python reads its files itself)")
+        for source in self.sources:
+            if source not in names:
+                raise ValueError(f"--sources: {source!r} is not a file of the session workspace "
+                                 "(write it first with %%file)")
+            if not source.lower().endswith(SOURCE_EXTENSIONS):
+                raise ValueError(f"--sources: {source!r} is not a C/C++ source "
+                                 f"({', '.join(SOURCE_EXTENSIONS)})")
+        if len(set(self.sources)) != len(self.sources):
+            raise ValueError("--sources names a file twice")
 
     def _check_cases(self):
         cases = tuple(self.cases)

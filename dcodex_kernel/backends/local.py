@@ -23,6 +23,7 @@ from ..sandbox import isolation
 from ..sandbox.outcome import classify
 from ..sandbox.process import run_process
 from ..verdicts import compare, parse_mode
+from ..workspace import digest as workspace_digest
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,10 @@ class LocalBackend:
     def _build_and_run(self, request, caps, ws, cancel):
         rec = recipe(request.language)
         env = sandbox_env(ws.workdir)
-        with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source:
+        with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source, \
+                _memfiles(request.files) as files:
             argv, inputs, program, cached, failed = yield from self._prepare(
-                rec, request, caps, ws, env, source, cancel)
+                rec, request, caps, ws, env, source, files, cancel)
             if failed:
                 return failed
             try:
@@ -185,7 +187,8 @@ class LocalBackend:
 
     def _build_and_run_cases(self, request, caps, cancel):
         rec = recipe(request.language)
-        with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source:
+        with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source, \
+                _memfiles(request.files) as files:
             try:
                 ws = isolation.Workspace(caps).__enter__()
             except Exception as e:  # launcher cannot be built, no free uid, ...
@@ -193,7 +196,7 @@ class LocalBackend:
                 return Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
             try:
                 argv, inputs, program, cached, failed = yield from self._prepare(
-                    rec, request, caps, ws, sandbox_env(ws.workdir), source, cancel)
+                    rec, request, caps, ws, sandbox_env(ws.workdir), source, files, cancel)
             finally:
                 ws.__exit__(None, None, None)  # the build's uid is free for a case
             if failed:
@@ -252,27 +255,28 @@ class LocalBackend:
             pool.shutdown(wait=True, cancel_futures=True)
             stop.close()
 
-    def _prepare(self, rec, request, caps, ws, env, source, cancel):
+    def _prepare(self, rec, request, caps, ws, env, source, files, cancel):
         """What the run step needs, building the program first where the language compiles:
         (argv, inputs, the program's fd or None, whether the build was cached, the Result of a
-        failed build or None)."""
-        sources = ((rec.source_file, source, 0o644),)
+        failed build or None). `files`: the workspace's (name, fd, mode), given to both steps."""
+        sources = ((rec.source_file, source, 0o644), *files)
         if not rec.compiles:
             return rec.run_argv(request.args, python=caps.python()), sources, None, False, None
         program, failed, cached = yield from self._build(rec, request, caps, ws, env, sources, cancel)
         if failed:
             return None, None, None, cached, failed
-        return rec.run_argv(request.args), ((PROGRAM, program, 0o755),), program, cached, None
+        return rec.run_argv(request.args), ((PROGRAM, program, 0o755), *files), program, cached, None
 
     def _build(self, rec, request, caps, ws, env, sources, cancel):
         """The compiled program, from the cache or the compiler (in the sandbox). Returns
         (an open fd of the program, the Result if the build failed, whether it was cached)."""
-        argv = rec.compile_argv(request.cflags, request.ldflags, request.color)
+        argv = rec.compile_argv(request.cflags, request.ldflags, request.color, request.sources)
         linebuf = linebuf_source()
+        # Every workspace file is in the key: any of them may be #included (a data file too).
         key = cache_key(
             rec.language.value, compiler_identity(argv[0]),
             "\0".join(a for a in argv if not a.startswith("-fdiagnostics-color")),
-            request.code, linebuf,
+            request.code, linebuf, workspace_digest(request.files),
         )
         hit = self.cache.fetch(key) if request.cache else None
         if hit is not None:
@@ -414,6 +418,14 @@ def _memfile(name: str, data: bytes):
         yield fd
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _memfiles(files):
+    """The workspace's files as launcher inputs (name, fd, mode), each in memory."""
+    with contextlib.ExitStack() as stack:
+        yield tuple((name, stack.enter_context(_memfile(os.path.basename(name), data)), 0o644)
+                    for name, data in files)
 
 
 def _write_all(fd: int, data: bytes) -> None:

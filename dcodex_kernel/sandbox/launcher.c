@@ -33,7 +33,8 @@
  *               host path the run could read in /proc/1/cmdline)
  *   -d BYTES    with -m: size of the run's tmpfs (inodes: one per 16 KiB, at least 1024)
  *   -w DIR      without -m: the work dir (default: the current dir)
- *   -i FD:MODE:NAME  copy the file open on FD into the work dir as NAME (octal MODE)
+ *   -i FD:MODE:NAME  copy the file open on FD into the work dir as NAME (octal MODE); NAME may
+ *               name subdirectories (a/b.h: made as needed, never through a link), never ..
  *   -o FD:NAME  after the run, copy the work dir's NAME to FD (regular files only)
  *   -M BYTES    largest output file taken with -o
  *   -C DIR      join the cgroup DIR (writes our pid to DIR/cgroup.procs); repeatable
@@ -85,13 +86,14 @@
 
 #define MAX_LIMITS 16
 #define MAX_LIST 32
+#define MAX_INPUTS 256 /* the session workspace's files travel as inputs too */
 #define NOTE_FD 1023
 #define NO_ROOM 124 /* exit code: the input files do not fit the run's tmpfs */ /* where the program's runtime reports a failed allocation */
 #define STAGE "/tmp"  /* where A stages the new root, inside its own mount namespace */
 
 static struct { int res; rlim_t soft, hard; } limits[MAX_LIMITS];
 static int nlimits;
-static struct { int fd; mode_t mode; const char *name; } inputs[MAX_LIST];
+static struct { int fd; mode_t mode; const char *name; } inputs[MAX_INPUTS];
 static int ninputs;
 static const char *binds[MAX_LIST], *cgroups[MAX_LIST];
 static int nbinds, ncgroups;
@@ -131,9 +133,21 @@ static void parse_limit(char *spec) {
     nlimits++;
 }
 
+/* A relative path of plain components: no empty, "." or ".." one, not absolute. */
+static int plain_path(const char *name) {
+    for (const char *p = name;;) {
+        const char *end = strchrnul(p, '/');
+        size_t n = (size_t)(end - p);
+        if (n == 0 || n > 255 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return 0;
+        if (!*end) return 1;
+        p = end + 1;
+    }
+}
+
 static void parse_input(char *spec) {
     char *a = strchr(spec, ':'), *b = a ? strchr(a + 1, ':') : NULL;
-    if (!b || ninputs == MAX_LIST || strchr(b + 1, '/') || !b[1]) fail("bad input", spec);
+    if (!b || ninputs == MAX_INPUTS || !plain_path(b + 1)) fail("bad input", spec);
     inputs[ninputs].fd = (int)strtol(spec, NULL, 10);
     inputs[ninputs].mode = (mode_t)strtol(a + 1, NULL, 8);
     inputs[ninputs].name = b + 1;
@@ -304,19 +318,53 @@ static void build_root(long tmpfs_bytes, uid_t owner) {
 
 /* ---- the work dir's files --------------------------------------------------------------- */
 
-static void copy_inputs(int dirfd, uid_t owner) {
+static void no_room(const char *name) { /* the program's own files do not fit its disk (-d) */
+    fprintf(stderr, "dcodex-launch: no room for %s in the run's disk\n", name);
+    _exit(NO_ROOM);
+}
+
+/* The directory of input `name` under `dirfd` (its subdirectories made as needed, owned by the
+ * program, opened without following a link: unconfined, the compiler may have left one); *base
+ * gets the name's last component. */
+static int input_dir(int dirfd, const char *name, uid_t owner, const char **base) {
+    int fd = dup(dirfd);
+    if (fd < 0) die(name);
+    *base = name;
+    for (const char *p = name, *slash; (slash = strchr(p, '/')); p = slash + 1) {
+        char part[256];
+        memcpy(part, p, (size_t)(slash - p)); /* at most 255: parse_input checked */
+        part[slash - p] = 0;
+        if (mkdirat(fd, part, 0755) == 0) {
+            if (owner != (uid_t)-1 && fchownat(fd, part, owner, owner, AT_SYMLINK_NOFOLLOW) < 0) die(name);
+        } else if (errno != EEXIST) {
+            if (errno == ENOSPC) no_room(name);
+            die(name);
+        }
+        int next = openat(fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (next < 0) die(name);
+        close(fd);
+        fd = next;
+        *base = slash + 1;
+    }
+    return fd;
+}
+
+static void copy_inputs(int workfd, uid_t owner) {
     for (int i = 0; i < ninputs; i++) {
+        const char *base;
+        int dirfd = input_dir(workfd, inputs[i].name, owner, &base);
         /* Unconfined, the work dir is shared by the compile and run steps: replace what the
          * compiler left (unlinkat never follows a link; a directory there makes this fail). */
-        if (unlinkat(dirfd, inputs[i].name, 0) < 0 && errno != ENOENT) die(inputs[i].name);
-        int out = openat(dirfd, inputs[i].name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+        if (unlinkat(dirfd, base, 0) < 0 && errno != ENOENT) die(inputs[i].name);
+        int out = openat(dirfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                          inputs[i].mode);
-        if (out < 0) die(inputs[i].name);
+        if (out < 0) {
+            if (errno == ENOSPC) no_room(inputs[i].name);
+            die(inputs[i].name);
+        }
+        close(dirfd);
         if (copy_fd(inputs[i].fd, out, 0) < 0) {
-            if (errno == ENOSPC) { /* the program's own files do not fit its disk (-d) */
-                fprintf(stderr, "dcodex-launch: no room for %s in the run's disk\n", inputs[i].name);
-                _exit(NO_ROOM);
-            }
+            if (errno == ENOSPC) no_room(inputs[i].name);
             die(inputs[i].name);
         }
         if (fchmod(out, inputs[i].mode) < 0) die(inputs[i].name);

@@ -1,0 +1,305 @@
+"""Session workspaces: `%%file NAME` in the kernels, `%%dcodex file NAME` in IPython, later runs
+seeing the files (headers, extra sources, data), the build cache keyed on them, names that would
+leave the workspace refused, the directory removed with the session; `dcodex run --file`."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from dcodex_kernel.build_cache import BuildCache
+from dcodex_kernel.backends.local import LocalBackend
+from dcodex_kernel.events import Status, collect
+from dcodex_kernel.kernel import parse_cell
+from dcodex_kernel.options import OptionError
+from dcodex_kernel.request import Language, Limits, Request
+from dcodex_kernel.sandbox import isolation
+from dcodex_kernel.workspace import Workspace, WorkspaceError, check_name, reserved_names
+
+from .kernel_support import execute, start_kernel, stop_kernel
+from .support import ipython_shell
+
+TWICE_H = "int twice(int x);\n"
+TWICE_C = '#include "twice.h"\nint twice(int x) { return 2 * x; }\n'
+MAIN_C = '#include <stdio.h>\n#include "twice.h"\nint main(void) { printf("%d\\n", twice(21)); }\n'
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return LocalBackend(BuildCache(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def unconfined(tmp_path_factory):
+    """The engine where no mount namespace can be made: inputs are copied into a host run dir."""
+    caps = isolation.detect()
+    return LocalBackend(BuildCache(tmp_path_factory.mktemp("cache")),
+                        caps=isolation.Capabilities(root=caps.root, pid_namespace=False,
+                                                    user_namespace=False))
+
+
+# ---- names and the directory -------------------------------------------------------------
+
+@pytest.mark.parametrize("name, fragment", [
+    ("../x.h", "leave the workspace"), ("a/../../x", "leave the workspace"),
+    ("/etc/passwd", "absolute"), ("a//b", "empty"), ("./a", "'.'"), ("", "needs a name"),
+    ("a\nb", "control"), ("main.c", "own program file"), ("x" * 300, "longer than 255"),
+])
+def test_names_that_escape_or_clash_are_refused(name, fragment):
+    with pytest.raises(WorkspaceError, match=fragment):
+        check_name(name)
+
+
+def test_reserved_names_are_the_runs_own_files():
+    from dcodex_kernel.languages import LINEBUF_FILE, PROGRAM, RECIPES
+    assert {PROGRAM, LINEBUF_FILE, "main.c", "main.cpp", "main.py"} <= reserved_names()
+    assert all(r.source_file in reserved_names() for r in RECIPES.values())
+
+
+def test_workspace_is_private_lazy_and_removed(tmp_path):
+    ws = Workspace(str(tmp_path))
+    assert ws.path is None and ws.files() == () and os.listdir(tmp_path) == []
+    ws.write("cases/1.in", b"3 4\n")
+    assert stat.S_IMODE(os.stat(ws.path).st_mode) == 0o700
+    assert ws.write("cases/1.in", b"5\n", append=True) == 6
+    assert ws.listing() == [("cases/1.in", 6)]
+    assert "cases/1.in" in ws.describe()
+    path = ws.path
+    ws.close()
+    assert not os.path.exists(path) and os.listdir(tmp_path) == []
+    with pytest.raises(WorkspaceError, match="closed"):
+        ws.write("a", b"")
+
+
+def test_links_in_the_workspace_are_refused(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("host file")
+    ws = Workspace(str(tmp_path))
+    ws.write("a.h", b"")
+    os.symlink(secret, os.path.join(ws.path, "link.h"))  # put there by hand
+    with pytest.raises(WorkspaceError, match="link"):
+        ws.files()
+    with pytest.raises(WorkspaceError):
+        ws.write("link.h", b"overwrite")  # never written through
+    assert secret.read_text() == "host file"
+    os.symlink(tmp_path, os.path.join(ws.path, "dir"))
+    with pytest.raises(WorkspaceError, match="link"):
+        ws.write("dir/x", b"")
+    assert not (tmp_path / "x").exists()
+    ws.close()
+    assert secret.exists()
+
+
+def test_quota_and_file_count(tmp_path):
+    ws = Workspace(str(tmp_path), max_bytes=100, max_files=2)
+    ws.write("a", b"x" * 60)
+    with pytest.raises(WorkspaceError, match="quota"):
+        ws.write("b", b"x" * 41)
+    ws.write("a", b"x" * 100)  # a rewrite counts its new size only
+    ws.write("a", b"")
+    with pytest.raises(WorkspaceError, match="is a file"):
+        ws.write("a/x", b"")
+    ws.write("b", b"")
+    with pytest.raises(WorkspaceError, match="maximum of 2"):
+        ws.write("c", b"")
+    ws.close()
+
+
+# ---- the engine --------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_header_extra_source_and_data_file_in_both_engine_modes(engine, unconfined):
+    files = {"twice.h": TWICE_H.encode(), "lib/twice.c": TWICE_C.replace('"twice.h"', '"../twice.h"').encode(),
+             "data/in.txt": b"from a data file\n"}
+    code = ('#include <stdio.h>\n#include "twice.h"\nint main(void) { char b[64];\n'
+            '  FILE *f = fopen("data/in.txt", "r"); fgets(b, sizeof b, f);\n'
+            '  printf("%d %s", twice(21), b); }\n')
+    for backend in (engine, unconfined):
+        result = collect(backend.execute(Request(Language.C, code, files=files, sources=("lib/twice.c",))))
+        assert (result.status, result.stdout) == (Status.OK, "42 from a data file\n"), result
+        py = collect(backend.execute(Request(Language.PYTHON, 'print(open("data/in.txt").read(), end="")',
+                                             files=files)))
+        assert (py.status, py.stdout) == (Status.OK, "from a data file\n"), py
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_changed_header_recompiles(engine):
+    code = '#include <stdio.h>\n#include "n.h"\nint main(void) { printf("%d\\n", N); }\n'
+    first = collect(engine.execute(Request(Language.C, code, files={"n.h": b"#define N 1\n"})))
+    again = collect(engine.execute(Request(Language.C, code, files={"n.h": b"#define N 1\n"})))
+    changed = collect(engine.execute(Request(Language.C, code, files={"n.h": b"#define N 2\n"})))
+    assert (first.stdout, first.cached) == ("1\n", False)
+    assert (again.stdout, again.cached) == ("1\n", True)
+    assert (changed.stdout, changed.cached) == ("2\n", False)
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_program_changes_only_its_own_copy(engine):
+    files = {"state.txt": b"original\n"}
+    code = 'print(open("state.txt").read(), end=""); open("state.txt", "w").write("changed\\n")'
+    for _ in range(2):
+        result = collect(engine.execute(Request(Language.PYTHON, code, files=files)))
+        assert result.stdout == "original\n"
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_files_that_do_not_fit_the_disk_are_rejected(engine):
+    result = collect(engine.execute(Request(Language.PYTHON, "print(1)", limits=Limits(disk=1 << 20),
+                                            files={"big.bin": b"\0" * (2 << 20)})))
+    assert result.status is Status.REJECTED, result
+
+
+def test_bad_sources_are_refused():
+    with pytest.raises(ValueError, match="not a file of the session workspace"):
+        Request(Language.C, "int main(){}", sources=("missing.c",))
+    with pytest.raises(ValueError, match="not a C/C.. source"):
+        Request(Language.C, "int main(){}", files={"a.h": b""}, sources=("a.h",))
+    with pytest.raises(ValueError, match="C and C.."):
+        Request(Language.PYTHON, "", files={"a.c": b""}, sources=("a.c",))
+    with pytest.raises(ValueError, match="leave the workspace"):
+        Request(Language.C, "", files={"../a.c": b""})
+
+
+# ---- the kernel's cell grammar -----------------------------------------------------------
+
+def test_file_cells_parse_with_the_shared_grammar():
+    cell = parse_cell("%%file -a cases/1.in\n1 2\n3", Language.C)
+    assert (cell.file.name, cell.file.append, cell.code) == ("cases/1.in", True, "1 2\n3\n")
+    assert parse_cell("%%dcodex file x.h\nint x;", Language.C).file.name == "x.h"
+    assert parse_cell("%dcodex files", Language.C).files
+    with pytest.raises(OptionError):
+        parse_cell("%%file\nno name", Language.C)
+    ns = parse_cell("%%dcodex c --sources a.c,b/c.c --sources d.c\nint main(){}", Language.C).options
+    from dcodex_kernel.options import sources_from
+    assert sources_from(ns) == ("a.c", "b/c.c", "d.c")
+
+
+# ---- a real kernel -----------------------------------------------------------------------
+
+def test_kernel_file_include_sources_and_shutdown_removes_it(tmp_path):
+    km, kc = start_kernel("dcodex-c", env={"XDG_RUNTIME_DIR": str(tmp_path)})
+    try:
+        assert execute(kc, "%dcodex files").text().startswith("The session workspace is empty")
+        run = execute(kc, "%%file twice.h\n" + TWICE_H)
+        assert run.status == "ok" and "Wrote twice.h" in run.text()
+        [workspace] = [p for p in tmp_path.iterdir() if p.name.startswith("dcodex-workspace-")]
+        assert stat.S_IMODE(workspace.stat().st_mode) == 0o700
+        assert execute(kc, "%%file twice.c\n" + TWICE_C).status == "ok"
+        run = execute(kc, "%%dcodex c --sources twice.c\n" + MAIN_C)
+        assert (run.status, run.text("stdout")) == ("ok", "42\n"), run.outputs
+        run = execute(kc, MAIN_C)  # without --sources: twice() is not linked
+        assert run.status == "error" and "twice" in run.errors[0]["traceback"][0] + str(run.errors)
+        listing = execute(kc, "%dcodex files").text()
+        assert "twice.h" in listing and "twice.c" in listing
+        run = execute(kc, "%%file ../escape.h\nx")
+        assert run.status == "error" and "leave the workspace" in run.errors[0]["evalue"]
+        assert not (tmp_path / "escape.h").exists()
+        assert execute(kc, '%%file data.txt\nfrom the workspace').status == "ok"
+        run = execute(kc, '%%dcodex python\nprint(open("data.txt").read(), end="")')
+        assert run.text("stdout") == "from the workspace\n", run.outputs
+    finally:
+        stop_kernel(km, kc)
+    assert not workspace.exists()
+
+
+# ---- the magics --------------------------------------------------------------------------
+
+@pytest.fixture
+def ip(engine):
+    shell = ipython_shell()
+    shell.run_line_magic("load_ext", "dcodex_kernel")
+    magics = shell.magics_manager.registry["DCodeXMagics"]
+    magics.backend = engine
+    yield shell
+    magics.workspace.close()
+    shell.run_line_magic("unload_ext", "dcodex_kernel")
+
+
+def test_magics_file_include_and_listing(ip, capsys):
+    ip.run_cell_magic("dcodex", "file twice.h", TWICE_H)
+    ip.run_cell_magic("dcodex", "file -a twice.h", "int thrice(int x);")
+    ip.run_cell_magic("dcodex", "file twice.c", TWICE_C)
+    assert "Appended to twice.h" in capsys.readouterr().out
+    result = ip.run_cell_magic("dcodex", "c --sources twice.c --quiet --out r", MAIN_C)
+    assert capsys.readouterr().out == "42\n" and ip.user_ns["r"].ok
+    ip.run_line_magic("dcodex", "files")
+    listing = capsys.readouterr().out
+    assert "twice.h" in listing and "twice.c" in listing
+    ip.run_cell_magic("dcodex", "file data.csv", "1,2,3")
+    ip.run_cell_magic("dcodex", "python --quiet", 'print(sum(map(int, open("data.csv").read().split(","))))')
+    assert capsys.readouterr().out.endswith("6\n")
+    from IPython.core.error import UsageError
+    with pytest.raises(UsageError, match="absolute"):
+        ip.run_cell_magic("dcodex", "file /tmp/x", "no")
+    path = ip.magics_manager.registry["DCodeXMagics"].workspace.path
+    assert path and not path.startswith(os.getcwd() + os.sep)
+    assert result is None
+
+
+# ---- dcodex run --------------------------------------------------------------------------
+
+def test_cli_gives_files_of_the_programs_directory(tmp_path):
+    (tmp_path / "twice.h").write_text(TWICE_H)
+    (tmp_path / "twice.c").write_text(TWICE_C)
+    (tmp_path / "main.c").write_text(MAIN_C)
+    cmd = [sys.executable, "-m", "dcodex_kernel", "run", str(tmp_path / "main.c")]
+    run = subprocess.run([*cmd, "--file", "twice.h", "--sources", "twice.c"],
+                         capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout) == (0, "42\n"), run.stderr
+    os.symlink("/etc/passwd", tmp_path / "link.h")
+    run = subprocess.run([*cmd, "--file", "link.h"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "link" in run.stderr
+
+
+# ---- the engine as an ordinary user (user namespace, no per-run uid) ------------------------
+
+_USER_SCRIPT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from dcodex_kernel.backends.local import LocalBackend
+from dcodex_kernel.events import collect
+from dcodex_kernel.request import Language, Request
+files = json.loads(sys.argv[2])
+files = {name: text.encode() for name, text in files.items()}
+code = sys.argv[3]
+r = collect(LocalBackend().execute(Request(Language.C, code, files=files, sources=("lib/twice.c",))))
+print(json.dumps({"status": r.status.value, "stdout": r.stdout, "message": r.message}))
+"""
+
+
+def test_workspace_files_as_an_ordinary_user(tmp_path):
+    import json
+    import shutil
+    import tempfile
+
+    from .support import ordinary_user
+
+    if os.geteuid() != 0:
+        pytest.skip("this suite already runs as an ordinary user: the engine tests above are this check")
+    user = ordinary_user("dcodex-hostile")
+    code_dir = tempfile.mkdtemp(prefix="dcodex-ws-code-")
+    try:
+        os.chmod(code_dir, 0o755)
+        shutil.copytree(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                     "dcodex_kernel"), os.path.join(code_dir, "dcodex_kernel"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        home = tempfile.mkdtemp(prefix="dcodex-ws-home-")
+        os.chown(home, user.pw_uid, user.pw_gid)
+        files = {"twice.h": TWICE_H, "lib/twice.c": TWICE_C.replace('"twice.h"', '"../twice.h"'),
+                 "data/x.txt": "data\n"}
+        code = MAIN_C.replace('printf("%d\\n", twice(21));',
+                              'char b[16]; fgets(b, 16, fopen("data/x.txt", "r")); printf("%d %s", twice(21), b);')
+        proc = subprocess.run(["/usr/bin/python3", "-c", _USER_SCRIPT, code_dir, json.dumps(files), code],
+                              capture_output=True, text=True, timeout=300, cwd="/",
+                              env={"HOME": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                              user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout.splitlines()[-1])
+        assert (out["status"], out["stdout"]) == ("ok", "42 data\n"), out
+    finally:
+        shutil.rmtree(code_dir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
