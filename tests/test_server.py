@@ -384,6 +384,36 @@ def test_a_plain_dcodex_client_gets_the_dcodex_conventions(server):
     assert out["metrics"]["pool"] == 4 and out["metrics"]["served"] >= 8
 
 
+def test_dcodex_server_flag_names_and_defaults():
+    """`dcodex serve` takes DCodeX's own flag names, with DCodeX's defaults when none is given."""
+    from dcodex_kernel import cli
+
+    def config(*args):
+        return cli.serve_config(cli.build_parser().parse_args(["serve", *args]), environ={})
+
+    plain = config()
+    assert (plain.port, plain.max_concurrent) == (50051, 10)
+    d = plain.defaults
+    assert (d.cpu_s, d.wall_s, d.memory, d.output) == (1.0, 2.0, 4 << 30, 10240)
+    served = Served("--max_concurrent_sandboxes", "3", "--sandbox_cpu_time_limit_seconds", "0.5",
+                    "--sandbox_wall_clock_timeout_seconds", "1.5",
+                    "--sandbox_memory_limit_bytes", "268435456", "--sandbox_max_output_bytes", "2048")
+    try:
+        with grpc.insecure_channel(served.address) as channel:
+            stub = pb_grpc.CodeExecutorStub(channel)
+            m = stub.GetSystemMetrics(pb.EmptyRequest(), timeout=5)
+            assert m.current_pool_size == 3
+            assert (m.default_limits.cpu_time_s, m.default_limits.wall_time_s) == (0.5, 1.5)
+            assert (m.default_limits.memory_bytes, m.default_limits.output_bytes) == (256 << 20, 2048)
+            # A request that sets no limit gets them.
+            slow = list(stub.Execute(pb.CodeRequest(language="python", code="import time\ntime.sleep(9)")))
+            assert slow[-1].wall_clock_timeout and slow[-1].message == "Wall-clock limit of 1.5 s exceeded"
+            big = list(stub.Execute(pb.CodeRequest(language="python", code="print('x' * 5000)")))
+            assert big[-1].output_truncated and len("".join(m.stdout_chunk for m in big)) == 2048
+    finally:
+        assert served.stop() == 0
+
+
 def test_a_token_is_required_when_the_server_has_one(tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
