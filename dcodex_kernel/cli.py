@@ -262,6 +262,15 @@ def _add_serve(sub) -> None:
                            "more get RESOURCE_EXHAUSTED (default: no limit)")
     work.add_argument("--rate-burst", type=int, default=10, metavar="N",
                       help="runs a client may start at once before --rate-limit applies (default 10)")
+    work.add_argument("--session-quota", type=_typed(parse_size, "session quota", "disk"),
+                      default=64 << 20, metavar="SIZE",
+                      help="room for one client session's workspace files (default and at most "
+                           "64M; at most 200 files)")
+    work.add_argument("--session-ttl", type=float,
+                      default=1800.0, metavar="SECONDS",
+                      help="a session's workspace is deleted after this long unused (default 1800)")
+    work.add_argument("--max-sessions", type=int, default=1000, metavar="N",
+                      help="client sessions kept at once (default 1000)")
     work.add_argument("--strict", action="store_true",
                       help="refuse every run where a sandbox layer is missing")
     lim = serve.add_argument_group("limits (a request that sets none gets the default)")
@@ -320,7 +329,8 @@ def serve_config(ns, environ=None):
         defaults=defaults, maxima=maxima, tokens=tokens, tls_cert=cert, tls_key=key,
         insecure=ns.insecure, strict=ns.strict, max_code_bytes=ns.max_code_bytes,
         max_stdin_bytes=ns.max_stdin_bytes, result_cache_entries=ns.result_cache_entries,
-        grace_s=ns.grace, rate_limit=ns.rate_limit, rate_burst=ns.rate_burst)
+        grace_s=ns.grace, rate_limit=ns.rate_limit, rate_burst=ns.rate_burst,
+        session_quota=ns.session_quota, session_ttl_s=ns.session_ttl, max_sessions=ns.max_sessions)
     config.check()
     return config
 

@@ -40,6 +40,9 @@ from .proto import dcodex_pb2_grpc as pb_grpc
 from .proto.convert import (LIMIT_FIELDS, cases_from_pb, limits_to_pb, output_to_pb,
                             result_to_pb)
 from .request import Language, Limits, Request
+from .sessions import SessionError, SessionStore, apply_upload
+from .workspace import MAX_BYTES as WORKSPACE_BYTES, MAX_FILES as WORKSPACE_FILES
+from .workspace import WorkspaceError, check_files
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,12 @@ class ServerConfig:
     grace_s: float = 70.0  # SIGTERM: how long runs in flight may take to finish
     rate_limit: float = 0.0  # runs per second per client (0: no limit)
     rate_burst: int = 10  # runs a client may start at once before the rate applies
+    # Session workspaces (sessions.py): per session at most this many bytes and files, deleted
+    # after this long unused; at most this many sessions at once.
+    session_quota: int = 64 << 20
+    session_files: int = 200
+    session_ttl_s: float = 1800.0
+    max_sessions: int = 1000
     build_cache: BuildCache | None = None
 
     def check(self) -> None:
@@ -98,6 +107,10 @@ class ServerConfig:
             raise ValueError("--tls-cert and --tls-key go together")
         if any(not t.strip() or any(c.isspace() for c in t) for t in self.tokens):
             raise ValueError("a token is empty or holds white space")
+        if not (0 < self.session_quota <= WORKSPACE_BYTES and 0 < self.session_files <= WORKSPACE_FILES
+                and self.max_sessions > 0 and 0 < self.session_ttl_s < math.inf):
+            raise ValueError("--session-quota (at most 64 MiB), --max-sessions and --session-ttl "
+                             "must be positive")
         if not (0 <= self.rate_limit < math.inf) or self.rate_burst < 1:
             raise ValueError("--rate-limit must not be negative and --rate-burst at least 1")
         if not is_loopback(self.host) and not self.insecure and not (self.tokens and self.tls_cert):
@@ -170,14 +183,18 @@ def request_from_pb(message: pb.CodeRequest, config: ServerConfig) -> Request:
         raise BadRequest(f"the test cases hold {case_bytes} bytes, above the server's limit of "
                          f"{config.max_stdin_bytes}")
     limits = clamp(message.limits, config.defaults, config.maxima)
+    # A session's files are its workspace's, filled in when the run has its turn (_serve).
+    files = {} if message.session else dict(message.files)
     try:
+        files = check_files(files, max_files=config.session_files, max_bytes=config.session_quota)
         return Request(language=language, code=message.code, stdin=stdin, limits=limits,
                        cflags=tuple(message.cflags), ldflags=tuple(message.ldflags),
                        args=tuple(message.args),
                        cache=message.cache if message.HasField("cache") else True,
                        color=message.color, cases=cases_from_pb(message),
-                       compare=message.compare or "default")
-    except ValueError as e:  # bad cases or compare mode
+                       compare=message.compare or "default", files=files,
+                       sources=() if message.session else tuple(message.sources))
+    except ValueError as e:  # bad cases, compare mode or files
         raise BadRequest(str(e)) from None
 
 
@@ -309,13 +326,15 @@ class ResultCache:
         return (request.language.value, request.code, request.stdin,
                 dataclasses.astuple(request.limits), request.cflags, request.ldflags,
                 request.args, request.color, strict, request.compare,
-                tuple((c.name, c.input, c.expected) for c in request.cases))
+                tuple((c.name, c.input, c.expected) for c in request.cases),
+                request.files, request.sources)
 
     @staticmethod
     def _key_size(key: tuple) -> int:
         return sum(len(part) for part in key if isinstance(part, (str, bytes))) + \
             sum(len(w) for part in key[4:7] for w in part) + \
-            sum(len(x) for case in key[10] for x in case)
+            sum(len(x) for case in key[10] for x in case) + \
+            sum(len(name) + len(data) for name, data in key[11]) + sum(map(len, key[12]))
 
     def get(self, key) -> list[bytes] | None:
         with self._lock:
@@ -393,6 +412,23 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
         # CPU, a sixth of the server's whole work on a hello world. Made only when first needed.
         self._engines = futures.ThreadPoolExecutor(2 * config.max_concurrent, "dcodex-engine")
         self._listeners = futures.ThreadPoolExecutor(2 * rpc_threads(config), "dcodex-session")
+        self._sessions: SessionStore | None = None  # made with the first session
+        self._sessions_lock = threading.Lock()
+
+    @property
+    def sessions(self) -> SessionStore:
+        with self._sessions_lock:
+            if self._sessions is None:
+                c = self.config
+                self._sessions = SessionStore(quota_bytes=c.session_quota, max_files=c.session_files,
+                                              ttl_s=c.session_ttl_s, max_sessions=c.max_sessions)
+            return self._sessions
+
+    def close(self) -> None:
+        with self._sessions_lock:
+            if self._sessions is not None:
+                self._sessions.close()
+                self._sessions = None
 
     # -- RPCs ----------------------------------------------------------------------------------
 
@@ -444,6 +480,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
         start = time.monotonic()
         context.add_callback(guard.cancel)  # cancelled, disconnected, deadline: stop the run
         worker = None
+        session, turn = None, False
         try:
             try:
                 request = request_from_pb(message, self.config)
@@ -455,6 +492,23 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"rate limit of {self.config.rate_limit:g} runs/s (burst "
                               f"{self.config.rate_burst}) exceeded for this client")
+            if message.session:
+                try:
+                    session = self.sessions.acquire(
+                        SessionStore.scope(context.invocation_metadata(), context.peer()),
+                        message.session)
+                except SessionError as e:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                # The session's runs one at a time, in order: wait for the earlier ones.
+                turn = session.take_turn(lambda: guard.cancelled or not context.is_active())
+                if not turn:
+                    yield result_to_pb(Result(Status.CANCELLED, "Interrupted"),
+                                       elapsed_s=time.monotonic() - start)
+                    return
+                request = self._session_request(session, message, request)
+                if isinstance(request, pb.ExecutionLog):  # refused: the reason is the answer
+                    yield request
+                    return
             strict = self.config.strict or message.strict
             cached = request.cache and self.results.entries > 0  # --result-cache-entries 0: off
             key = ResultCache.key(request, strict) if cached else None
@@ -503,6 +557,34 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                 guard.cancel()
             if worker is None:
                 guard.close()
+            if session is not None:  # the next run of the session goes when this one has ended
+                def done(_=None, session=session, turn=turn):
+                    if turn:
+                        session.end_turn()
+                    self.sessions.release(session)
+                if worker is not None:
+                    worker.add_done_callback(done)
+                else:
+                    done()
+
+    def _session_request(self, session, message, request):
+        """The request with its session's workspace, after storing the files it brought; or
+        the ExecutionLog refusing it (a quota, a bad name, a stale workspace)."""
+        try:
+            files = apply_upload(session, dict(message.files), message.workspace_full,
+                                 message.workspace_digest)
+        except WorkspaceError as e:
+            return result_to_pb(Result(Status.REJECTED, f"session workspace: {e}"))
+        if files is None:
+            log = result_to_pb(Result(Status.REJECTED, "the session's workspace on the server is "
+                                      "out of date (expired, or the server restarted); the client "
+                                      "sends it again"))
+            log.workspace_stale = True
+            return log
+        try:
+            return replace(request, files=files, sources=tuple(message.sources))
+        except ValueError as e:
+            return result_to_pb(Result(Status.REJECTED, str(e)))
 
 
 class _Guard:
@@ -614,7 +696,7 @@ class Server:
         self.config = config
         self.service = CodeExecutor(config)
         threads = rpc_threads(config)
-        limit = config.max_code_bytes + 2 * config.max_stdin_bytes + (1 << 20)
+        limit = config.max_code_bytes + 2 * config.max_stdin_bytes + config.session_quota + (1 << 20)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dcodex-rpc"),
             interceptors=[_TokenAuth(config.tokens)] if config.tokens else [],
@@ -674,6 +756,7 @@ class Server:
         self._grpc.stop(self.config.grace_s if grace is None else grace).wait()
         if self._health_grpc is not None:  # probes saw NOT_SERVING all through the drain
             self._health_grpc.stop(0).wait()
+        self.service.close()  # the session workspaces go with the server
 
     def wait(self) -> None:
         self._grpc.wait_for_termination()

@@ -21,7 +21,7 @@ from dcodex_kernel.sandbox import isolation
 from dcodex_kernel.workspace import Workspace, WorkspaceError, check_name, reserved_names
 
 from .kernel_support import execute, start_kernel, stop_kernel
-from .support import ipython_shell
+from .support import ipython_shell, wait_until
 
 TWICE_H = "int twice(int x);\n"
 TWICE_C = '#include "twice.h"\nint twice(int x) { return 2 * x; }\n'
@@ -303,3 +303,123 @@ def test_workspace_files_as_an_ordinary_user(tmp_path):
     finally:
         shutil.rmtree(code_dir, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
+
+
+# ---- the server: per-session workspaces ---------------------------------------------------
+
+LIST_PY = 'import os\nfor top, _, names in os.walk("."):\n    print(*sorted(os.path.join(top, n)[2:] for n in names))'
+
+
+def _sessions_root(runtime_dir) -> str:
+    [root] = [p for p in os.listdir(runtime_dir) if p.startswith("dcodex-serve-sessions-")]
+    return os.path.join(runtime_dir, root)
+
+
+def test_server_sessions_see_only_their_own_files(tmp_path):
+    import grpc
+
+    from dcodex_kernel.backends.remote import RemoteBackend
+    from dcodex_kernel.proto import dcodex_pb2 as pb
+    from dcodex_kernel.proto import dcodex_pb2_grpc as pb_grpc
+    from .test_server import Served
+
+    (tmp_path / "tokens").write_text("token-a\ntoken-b\n")
+    server = Served("--token-file", str(tmp_path / "tokens"), env={"XDG_RUNTIME_DIR": str(tmp_path)})
+    try:
+        a = RemoteBackend(server.address, token="token-a")
+        b = RemoteBackend(server.address, token="token-b")
+        mine = collect(a.execute(Request(Language.PYTHON, LIST_PY, files={"secret.txt": b"A's"})))
+        assert (mine.status, mine.stdout) == (Status.OK, "main.py secret.txt\n"), mine
+        theirs = collect(b.execute(Request(Language.PYTHON, LIST_PY, files={"b.txt": b"B's"})))
+        assert theirs.stdout == "b.txt main.py\n", theirs
+        # A's session id, guessed by B: the server scopes ids to the token, so B gets a session
+        # of its own (empty); the same request with A's token sees A's file.
+        read = 'import os; print(open("secret.txt").read() if os.path.exists("secret.txt") else "none")'
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.CodeExecutorStub(channel)
+
+            def run_as(token):
+                logs = list(stub.Execute(pb.CodeRequest(language="python", code=read, session=a.session_id),
+                                         metadata=(("authorization", f"Bearer {token}"),)))
+                return "".join(log.stdout_chunk for log in logs)
+
+            assert run_as("token-b") == "none\n"
+            assert run_as("token-a") == "A's\n"
+        root = _sessions_root(tmp_path)
+        for ws in os.listdir(root):
+            assert stat.S_IMODE(os.stat(os.path.join(root, ws)).st_mode) == 0o700
+        a.close()
+        b.close()
+    finally:
+        assert server.stop() == 0
+    assert not os.path.exists(root)  # the server's workspaces go with it
+
+
+def test_server_session_quota_and_ttl(tmp_path):
+    from dcodex_kernel.backends.remote import RemoteBackend
+    from .test_server import Served
+
+    server = Served("--session-quota", "1M", "--session-ttl", "1",
+                    env={"XDG_RUNTIME_DIR": str(tmp_path)})
+    try:
+        client = RemoteBackend(server.address)
+        files = {"a.bin": b"a" * (600 << 10)}
+        ok = collect(client.execute(Request(Language.PYTHON, "import os; print(os.path.getsize('a.bin'))", files=files)))
+        assert (ok.status, ok.stdout) == (Status.OK, f"{600 << 10}\n"), ok
+        over = collect(client.execute(Request(Language.PYTHON, "print(1)",
+                                              files={**files, "b.bin": b"b" * (600 << 10)})))
+        assert over.status is Status.REJECTED and "quota" in over.message, over
+        # Used again within the TTL it is kept; idle past it, the workspace is deleted...
+        small = {"n.txt": b"7\n"}
+        assert collect(client.execute(Request(Language.PYTHON, "print(open('n.txt').read(), end='')",
+                                              files=small))).stdout == "7\n"
+        root = _sessions_root(tmp_path)
+        assert os.listdir(root)
+        wait_until(lambda: not os.listdir(root), timeout=5)
+        # ...and the client, told the server's copy is stale, sends it again: the run still works.
+        again = collect(client.execute(Request(Language.PYTHON, "print(open('n.txt').read(), end='')",
+                                               files=small)))
+        assert (again.status, again.stdout) == (Status.OK, "7\n"), again
+        client.close()
+    finally:
+        assert server.stop() == 0
+
+
+def test_server_runs_one_sessions_requests_in_order_and_sessions_in_parallel(tmp_path):
+    import threading
+    import time
+
+    from dcodex_kernel.backends.remote import RemoteBackend
+    from .test_server import Served
+
+    server = Served("--max-concurrent", "4")
+    slow = "import time; t = time.time(); time.sleep(1.5); print(t, time.time())"
+    quick = "import time; t = time.time(); print(t, t)"
+    files = {"x.txt": b"x"}
+    try:
+        a, b = RemoteBackend(server.address), RemoteBackend(server.address)
+        collect(a.execute(Request(Language.PYTHON, "pass", files=files)))  # sessions made, files sent
+        collect(b.execute(Request(Language.PYTHON, "pass", files=files)))
+        spans = {}
+
+        def run(name, backend, code):
+            result = collect(backend.execute(Request(Language.PYTHON, code, files=files,
+                                                     limits=Limits(wall_s=10), cache=False)))
+            assert result.status is Status.OK, result
+            spans[name] = tuple(map(float, result.stdout.split()))
+
+        threads = [threading.Thread(target=run, args=("a1", a, slow))]
+        threads[0].start()
+        time.sleep(0.3)
+        threads += [threading.Thread(target=run, args=("a2", a, quick)),
+                    threading.Thread(target=run, args=("b1", b, quick))]
+        for t in threads[1:]:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert spans["a2"][0] >= spans["a1"][1], spans  # A's second run waited for its first
+        assert spans["b1"][0] < spans["a1"][1], spans  # B's run did not wait for A's
+        a.close()
+        b.close()
+    finally:
+        assert server.stop() == 0

@@ -10,7 +10,9 @@ caller gets exactly one Result: an unreachable server is one `internal_error` na
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import select
 import threading
 from typing import Iterator
@@ -42,6 +44,11 @@ class RemoteBackend:
         self._channel = None
         self._lock = threading.Lock()
         self._plain = False  # the server has no Session RPC (a DCodeX server): use Execute
+        # This front door's session on the server (sessions.py): its workspace files are sent
+        # once and then only when they change; `_uploaded` is what the server was sent (name ->
+        # digest), empty when the next upload must be the whole workspace.
+        self.session_id = secrets.token_urlsafe(24)
+        self._uploaded: dict[str, str] = {}
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -96,30 +103,64 @@ class RemoteBackend:
         name = code.name if code is not None else type(error).__name__
         return Result(Status.INTERNAL_ERROR, f"DCodeX server at {self.address}: {name}: {details}")
 
+    def _wire(self, request: Request, *, resend: bool = False):
+        """(the CodeRequest, what the server holds after it: name -> digest)."""
+        from ..proto.convert import request_to_pb
+
+        if not request.files and not self._uploaded:  # no workspace: no session on the server
+            return request_to_pb(request, strict=self.strict), {}
+        digests = {name: hashlib.sha256(data).hexdigest() for name, data in request.files}
+        with self._lock:
+            known = {} if resend else dict(self._uploaded)
+        full = not known or not set(known) <= set(digests)  # a file gone: send the whole
+        upload = {name: data for name, data in request.files
+                  if full or known.get(name) != digests[name]}
+        return request_to_pb(request, strict=self.strict, session=self.session_id,
+                             upload=upload, full=full), digests
+
+    def _uploaded_now(self, digests: dict, result: Result | None) -> None:
+        """Note what the server holds after a run: the upload if it ran, else unknown."""
+        with self._lock:
+            ran = result is not None and result.status not in (Status.REJECTED, Status.INTERNAL_ERROR)
+            self._uploaded = digests if ran else {}
+
     # -- the Backend protocol ------------------------------------------------------------------
 
     def execute(self, request: Request, cancel: CancelToken | None = None) -> Iterator[Event]:
+        """Run on the server; a session workspace the server no longer has (expired, a restart)
+        is sent again whole, once."""
+        for resend in (False, True):
+            stale = yield from self._execute_once(request, cancel, resend)
+            if not stale:
+                return
+        yield Result(Status.INTERNAL_ERROR, f"DCodeX server at {self.address} keeps refusing "
+                     "this session's workspace as out of date")
+
+    def _execute_once(self, request: Request, cancel: CancelToken | None, resend: bool):
+        """One attempt; returns True (having yielded nothing) when the server said the session
+        workspace is stale."""
         try:
             import grpc
 
             from ..proto import dcodex_pb2 as pb
-            from ..proto.convert import events_from_pb, request_to_pb
+            from ..proto.convert import events_from_pb
         except ImportError as e:
             yield Result(Status.INTERNAL_ERROR, f"the remote backend needs grpcio and protobuf: {e}")
             return
         if cancel is not None and cancel.cancelled:
             yield Result(Status.CANCELLED, "Interrupted")
             return
+        message, digests = self._wire(request, resend=resend)
         if self._plain:
-            yield from self._execute_plain(request, cancel)
-            return
+            yield from self._execute_plain(message, cancel)
+            return False
         stub, _ = self._stub()
         done = threading.Event()  # the response stream is over
         cancel_sent = threading.Event()
         started = False
 
         def messages():  # consumed by a gRPC thread, which may block here
-            yield pb.ClientMessage(request=request_to_pb(request, strict=self.strict))
+            yield pb.ClientMessage(request=message)
             while not done.is_set():
                 if cancel is None:
                     done.wait()
@@ -137,16 +178,21 @@ class RemoteBackend:
                     return
 
         call = stub.Session(messages(), metadata=self._metadata(), wait_for_ready=False)
-        result = None
+        result, stale = None, False
         try:
             for log in call:
                 started = True
+                if log.workspace_stale:
+                    stale = True
+                    break
                 for event in events_from_pb(log):
                     if isinstance(event, Result):
                         result = event
                     else:
                         yield event
-            if result is None and cancel_sent.is_set():
+            if stale:
+                pass
+            elif result is None and cancel_sent.is_set():
                 result = Result(Status.CANCELLED, "Interrupted")
             elif result is None:
                 result = Result(Status.INTERNAL_ERROR, f"DCodeX server at {self.address} ended "
@@ -160,23 +206,29 @@ class RemoteBackend:
                     result = Result(Status.CANCELLED, "Interrupted")
         finally:
             done.set()
-            if result is None and not self._plain:  # the consumer stopped early
+            if result is None and not self._plain:  # the consumer stopped early (or stale)
                 call.cancel()  # the server kills the run
+        if stale:
+            self._uploaded_now({}, None)
+            return True
         if result is None:
-            yield from self._execute_plain(request, cancel)
-            return
+            message, digests = self._wire(request, resend=True)
+            yield from self._execute_plain(message, cancel)
+            return False
+        self._uploaded_now(digests, result)
         yield result
+        return False
 
-    def _execute_plain(self, request: Request, cancel: CancelToken | None):
-        """Execute, for a server that has no Session (DCodeX itself): a cancel cancels the call,
-        and a server that sends no status has its Result read from DCodeX's conventions."""
+    def _execute_plain(self, message, cancel: CancelToken | None):
+        """Execute, for a server that has no Session (DCodeX itself, which ignores workspace
+        files): a cancel cancels the call, and a server that sends no status has its Result read
+        from DCodeX's conventions."""
         import grpc
 
-        from ..proto.convert import dcodex_result, events_from_pb, request_to_pb
+        from ..proto.convert import dcodex_result, events_from_pb
 
         stub, _ = self._stub()
-        call = stub.Execute(request_to_pb(request, strict=self.strict),
-                            metadata=self._metadata(), wait_for_ready=False)
+        call = stub.Execute(message, metadata=self._metadata(), wait_for_ready=False)
         done = threading.Event()
 
         def watch():

@@ -9,6 +9,7 @@ import signal
 from ..events import CaseResult, Event, Output, Result, Status
 from ..request import Limits, Request
 from ..verdicts import Case
+from ..workspace import digest as workspace_digest
 from . import dcodex_pb2 as pb
 
 STATUS_TO_PB = {status: pb.Status.Value(status.name) for status in Status}
@@ -26,13 +27,22 @@ def limits_to_pb(limits: Limits) -> pb.Limits:
     return pb.Limits(**{wire: getattr(limits, name) for name, wire in LIMIT_FIELDS.items()})
 
 
-def request_to_pb(request: Request, *, strict: bool = False) -> pb.CodeRequest:
+def request_to_pb(request: Request, *, strict: bool = False, session: str = "",
+                  upload: dict | None = None, full: bool = True) -> pb.CodeRequest:
+    """The wire request. With `session`, the workspace files go to that session on the server:
+    `upload` are those to send (default: all, then `full`), and the digest of all of them says
+    what the run must see (see sessions.py)."""
     message = pb.CodeRequest(
         language=request.language.value, code=request.code,
         limits=limits_to_pb(request.limits), cflags=request.cflags, ldflags=request.ldflags,
         args=request.args, cache=request.cache, color=request.color, strict=strict,
         cases=[pb.TestCase(name=c.name, input=c.input, expected=c.expected) for c in request.cases],
-        compare=request.compare)
+        compare=request.compare, files=dict(request.files if upload is None else upload),
+        sources=request.sources)
+    if session:
+        message.session = session
+        message.workspace_full = full if upload is not None else True
+        message.workspace_digest = workspace_digest(request.files)
     try:
         message.stdin_data = request.stdin.decode("utf-8")
     except UnicodeDecodeError:

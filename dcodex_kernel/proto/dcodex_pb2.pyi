@@ -50,7 +50,14 @@ class EmptyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CodeRequest(_message.Message):
-    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare")
+    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare", "session", "files", "sources", "workspace_digest", "workspace_full")
+    class FilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     STDIN_DATA_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +72,11 @@ class CodeRequest(_message.Message):
     STREAM_STDIN_FIELD_NUMBER: _ClassVar[int]
     CASES_FIELD_NUMBER: _ClassVar[int]
     COMPARE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FULL_FIELD_NUMBER: _ClassVar[int]
     language: str
     code: str
     stdin_data: str
@@ -79,7 +91,12 @@ class CodeRequest(_message.Message):
     stream_stdin: bool
     cases: _containers.RepeatedCompositeFieldContainer[TestCase]
     compare: str
-    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ...) -> None: ...
+    session: str
+    files: _containers.ScalarMap[str, bytes]
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    workspace_digest: str
+    workspace_full: bool
+    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ..., session: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ..., sources: _Optional[_Iterable[str]] = ..., workspace_digest: _Optional[str] = ..., workspace_full: _Optional[bool] = ...) -> None: ...
 
 class TestCase(_message.Message):
     __slots__ = ("name", "input", "expected")
@@ -132,7 +149,7 @@ class Limits(_message.Message):
     def __init__(self, cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., processes: _Optional[int] = ..., file_size_bytes: _Optional[int] = ..., open_files: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class ExecutionLog(_message.Message):
-    __slots__ = ("stdout_chunk", "stderr_chunk", "peak_memory_bytes", "execution_time_ms", "cache_hit", "wall_clock_timeout", "output_truncated", "status", "phase", "message", "exit_code", "signal", "cpu_time_s", "wall_time_s", "build_cached", "isolation", "cases")
+    __slots__ = ("stdout_chunk", "stderr_chunk", "peak_memory_bytes", "execution_time_ms", "cache_hit", "wall_clock_timeout", "output_truncated", "status", "phase", "message", "exit_code", "signal", "cpu_time_s", "wall_time_s", "build_cached", "isolation", "cases", "workspace_stale")
     STDOUT_CHUNK_FIELD_NUMBER: _ClassVar[int]
     STDERR_CHUNK_FIELD_NUMBER: _ClassVar[int]
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +167,7 @@ class ExecutionLog(_message.Message):
     BUILD_CACHED_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
     CASES_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_STALE_FIELD_NUMBER: _ClassVar[int]
     stdout_chunk: str
     stderr_chunk: str
     peak_memory_bytes: int
@@ -167,7 +185,8 @@ class ExecutionLog(_message.Message):
     build_cached: bool
     isolation: _containers.RepeatedScalarFieldContainer[str]
     cases: _containers.RepeatedCompositeFieldContainer[CaseResult]
-    def __init__(self, stdout_chunk: _Optional[str] = ..., stderr_chunk: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., execution_time_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., wall_clock_timeout: _Optional[bool] = ..., output_truncated: _Optional[bool] = ..., status: _Optional[_Union[Status, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., build_cached: _Optional[bool] = ..., isolation: _Optional[_Iterable[str]] = ..., cases: _Optional[_Iterable[_Union[CaseResult, _Mapping]]] = ...) -> None: ...
+    workspace_stale: bool
+    def __init__(self, stdout_chunk: _Optional[str] = ..., stderr_chunk: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., execution_time_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., wall_clock_timeout: _Optional[bool] = ..., output_truncated: _Optional[bool] = ..., status: _Optional[_Union[Status, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., build_cached: _Optional[bool] = ..., isolation: _Optional[_Iterable[str]] = ..., cases: _Optional[_Iterable[_Union[CaseResult, _Mapping]]] = ..., workspace_stale: _Optional[bool] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
     __slots__ = ("request", "stdin_chunk", "stdin_eof", "cancel")
