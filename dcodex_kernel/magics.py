@@ -226,7 +226,10 @@ class DCodeXMagics(Magics):
         if command == "config":
             return self._config(rest)
         if command == "files" and not rest:
-            print(self.workspace.describe())
+            try:
+                print(self.workspace.describe())
+            except WorkspaceError as e:
+                raise UsageError(str(e)) from None
             return None
         if command in ("-h", "--help", "help"):
             print(LINE_USAGE)

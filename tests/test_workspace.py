@@ -423,3 +423,29 @@ def test_server_runs_one_sessions_requests_in_order_and_sessions_in_parallel(tmp
         b.close()
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_every_test_case_run_gets_the_files(engine):
+    from dcodex_kernel.verdicts import Case
+
+    code = '#include <stdio.h>\n#include "k.h"\nint main(void) { int x; scanf("%d", &x); printf("%d\\n", K * x); }\n'
+    result = collect(engine.execute(Request(Language.C, code, files={"k.h": b"#define K 3\n"},
+                                            cases=(Case("1", b"2\n", b"6\n"), Case("2", b"5\n", b"15\n")))))
+    assert result.status is Status.OK and all(c.accepted for c in result.cases), result
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_unconfined_run_never_copies_files_through_a_link_the_compiler_left(unconfined, tmp_path):
+    """Without a confined filesystem the compile and run steps share a host dir: a hostile
+    compile (a -wrapper) that swaps a workspace subdirectory for a link to a host dir must not
+    get the run step's copy of the files written there."""
+    target = tmp_path / "host-dir"
+    target.mkdir()
+    os.chmod(target, 0o777)  # writable by the run's uid: only not following the link protects it
+    swap = f'rm -rf data; ln -s {target} data; exec "$0" "$@"'
+    request = Request(Language.C, "int main(void) { return 0; }\n", files={"data/in.txt": b"x"},
+                      cflags=("-wrapper", f"/bin/sh,-c,{swap}"), cache=False)
+    result = collect(unconfined.execute(request))
+    assert result.status is not Status.OK, result
+    assert list(target.iterdir()) == []
