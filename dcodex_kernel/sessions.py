@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 import threading
 import time
 
-from .workspace import Workspace, WorkspaceError, base_dir, digest
+from .workspace import Workspace, WorkspaceError, base_dir, digest, private_dir, remove_orphans
 
 MAX_SESSION_ID = 128
+ROOT_PREFIX = "dcodex-serve-sessions-"
 
 
 class SessionError(ValueError):
@@ -72,7 +72,8 @@ class SessionStore:
     def __init__(self, *, quota_bytes: int, max_files: int, ttl_s: float, max_sessions: int):
         self.quota_bytes, self.max_files = quota_bytes, max_files
         self.ttl_s, self.max_sessions = ttl_s, max_sessions
-        self.root = tempfile.mkdtemp(prefix="dcodex-serve-sessions-", dir=base_dir())
+        remove_orphans(base_dir(), ROOT_PREFIX)  # a server killed outright left its sessions
+        self.root = private_dir(base_dir(), ROOT_PREFIX)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -7,7 +7,8 @@ with its run; the workspace changes only through `%%file`. One Workspace class s
 session, an IPython session and a server session (server.py keeps one per client session).
 
 The directory is private (0700, under $XDG_RUNTIME_DIR or the temp dir), made on first write and
-removed by `close()` (kernel shutdown, interpreter exit). Names are relative paths of plain
+removed by `close()` (kernel shutdown, interpreter exit; one whose process was killed outright
+is removed by the next Workspace made there). Names are relative paths of plain
 components (`cases/1.in`); nothing outside the directory is ever reached: no `..`, no absolute
 path, and every component is opened without following a link.
 """
@@ -116,6 +117,35 @@ def base_dir() -> str:
     return tempfile.gettempdir()
 
 
+PREFIX = "dcodex-workspace-"
+
+
+def private_dir(parent: str, prefix: str) -> str:
+    """A new 0700 directory `parent/PREFIXPID-xxxx`: the pid tells `remove_orphans` whose it is."""
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
+def remove_orphans(parent: str, prefix: str) -> None:
+    """Remove the directories `private_dir` made for processes that are gone without cleaning
+    up (a kernel killed outright): ours (same uid), not links, their pid no longer running."""
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(prefix):].split("-", 1)[0] if entry.name.startswith(prefix) else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:  # alive under another uid (EPERM), or the entry went away
+            continue
+
+
 class Workspace:
     """One session's files. Thread-safe; made on first write, removed by close()."""
 
@@ -137,7 +167,9 @@ class Workspace:
         if self._closed:
             raise WorkspaceError("this session's workspace is closed")
         if self._path is None:
-            self._path = tempfile.mkdtemp(prefix="dcodex-workspace-", dir=self.parent or base_dir())
+            parent = self.parent or base_dir()
+            remove_orphans(parent, PREFIX)
+            self._path = private_dir(parent, PREFIX)
             if self._remove_at_exit:
                 atexit.register(self.close)
         return self._path

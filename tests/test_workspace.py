@@ -449,3 +449,19 @@ def test_unconfined_run_never_copies_files_through_a_link_the_compiler_left(unco
     result = collect(unconfined.execute(request))
     assert result.status is not Status.OK, result
     assert list(target.iterdir()) == []
+
+
+def test_a_killed_sessions_workspace_is_removed_by_the_next_one(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid now runs nothing (reused only after the pid space wraps)
+    orphan = tmp_path / f"dcodex-workspace-{dead.pid}-abc"
+    orphan.mkdir()
+    (orphan / "left.h").write_text("x")
+    alive = tmp_path / f"dcodex-workspace-{os.getppid()}-def"  # a live process's: kept
+    alive.mkdir()
+    other = tmp_path / "dcodex-workspace-notes"  # not one of ours by name: kept
+    other.mkdir()
+    ws = Workspace(str(tmp_path))
+    ws.write("a.h", b"")
+    assert not orphan.exists() and alive.exists() and other.exists()
+    ws.close()
