@@ -465,3 +465,20 @@ def test_a_killed_sessions_workspace_is_removed_by_the_next_one(tmp_path):
     ws.write("a.h", b"")
     assert not orphan.exists() and alive.exists() and other.exists()
     ws.close()
+
+
+def test_kernel_workspace_through_a_server(tmp_path):
+    from .test_server import Served
+
+    server = Served(env={"XDG_RUNTIME_DIR": str(tmp_path)})
+    km, kc = start_kernel("dcodex-c", env={"DCODEX_SERVER": server.address})
+    try:
+        assert execute(kc, "%%file twice.h\n" + TWICE_H).status == "ok"
+        assert execute(kc, "%%file twice.c\n" + TWICE_C).status == "ok"
+        run = execute(kc, "%%dcodex c --sources twice.c\n" + MAIN_C)
+        assert (run.status, run.text("stdout")) == ("ok", "42\n"), run.outputs
+        [session] = os.listdir(_sessions_root(tmp_path))  # the server holds the kernel's files
+        assert sorted(os.listdir(os.path.join(_sessions_root(tmp_path), session))) == ["twice.c", "twice.h"]
+    finally:
+        stop_kernel(km, kc)
+        assert server.stop() == 0
