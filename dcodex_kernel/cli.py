@@ -7,15 +7,17 @@ import json
 import os
 import signal
 import sys
+import threading
 
 from . import __version__, case_table
 from .backends import get_backend
 from .backends.local import LocalBackend
 from .cancel import CancelToken
 from .info import describe
-from .events import Result, Status
+from .events import InputRequest, Result, Status
+from .interactive import StdinFeed
 from .options import (OptionError, add_run_options, add_server_options, backend_options,
-                      join_flag_values, parse_words, request_from, sources_from)
+                      join_flag_values, parse_words, request_from, sources_from, stdin_given)
 from .request import Language, Limits, Request
 from .workspace import read_files
 
@@ -118,14 +120,26 @@ def _run(ns) -> int:
 
     result = None
     out = {"stdout": [], "stderr": []}
+    # A terminal's input goes to the program as it is typed (Ctrl-D ends it), when the options
+    # give it no input of their own.
+    feed = StdinFeed() if sys.stdin.isatty() and not stdin_given(ns) else None
+    if feed is not None:
+        threading.Thread(target=_forward_terminal, args=(feed,), name="dcodex-stdin",
+                         daemon=True).start()
     with CancelToken() as cancel:
         # Ctrl-C cancels the run (the engine then reports `cancelled`) instead of tearing
         # through it; the program itself is in its own session and never sees the SIGINT.
         previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
         try:
-            for event in backend.execute(request, cancel):
+            for event in backend.execute(request, cancel, feed):
                 if isinstance(event, Result):
                     result = event
+                elif isinstance(event, InputRequest):  # the prompt is the program's output
+                    if ns.json:
+                        out["stdout"].append(event.prompt)
+                    else:
+                        sys.stdout.write(event.prompt)
+                        sys.stdout.flush()
                 elif ns.json:
                     out[event.stream].append(event.text)
                 else:
@@ -161,6 +175,20 @@ def _finish_precompiling(backend) -> None:
             backend.pch.wait_idle()
         except KeyboardInterrupt:
             pass
+
+
+def _forward_terminal(feed: StdinFeed) -> None:
+    """Lines typed at the terminal to the program; Ctrl-D (a read of nothing) ends its input.
+    A daemon thread: `dcodex run` exits when the run is over, whatever it is reading."""
+    while True:
+        try:
+            data = os.read(sys.stdin.fileno(), 1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            feed.end()
+            return
+        feed.send(data)
 
 
 def exit_code(result: Result) -> int:

@@ -30,6 +30,16 @@ class Output:
     phase: str = "run"
 
 
+@dataclass(frozen=True)
+class InputRequest:
+    """The program is blocked reading stdin, which is empty (interactive runs only: see
+    interactive.py). `prompt` is its last line of stdout so far without a newline ('a? '),
+    held back from the Output events so a front door can show it next to the input box; it is
+    part of the program's output all the same. Answer through the run's StdinFeed."""
+
+    prompt: str = ""
+
+
 ACCEPTED = "accepted"
 WRONG_ANSWER = "wrong_answer"
 
@@ -107,11 +117,13 @@ class Result:
         return d
 
 
-Event = Union[Output, Result]
+Event = Union[Output, InputRequest, Result]
 
 
-def collect(events: Iterable[Event], on_output: Callable[[Output], None] | None = None) -> Result:
-    """Drain an event stream; return its Result with the run's stdout/stderr filled in."""
+def collect(events: Iterable[Event], on_output: Callable[[Output], None] | None = None,
+            on_input: Callable[[InputRequest], None] | None = None) -> Result:
+    """Drain an event stream; return its Result with the run's stdout/stderr filled in (an
+    InputRequest's prompt counts as stdout)."""
     parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
     result = None
     for event in events:
@@ -120,6 +132,10 @@ def collect(events: Iterable[Event], on_output: Callable[[Output], None] | None 
                 on_output(event)
             if event.phase == "run":
                 parts[event.stream].append(event.text)
+        elif isinstance(event, InputRequest):
+            if on_input:
+                on_input(event)
+            parts["stdout"].append(event.prompt)
         else:
             result = event
     if result is None:  # the contract says this cannot happen; say so loudly if it does

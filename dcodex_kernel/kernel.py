@@ -13,6 +13,7 @@ reports Status.CANCELLED. The cell then ends with one `Interrupted` error and th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+import zmq
 from ipykernel.kernelbase import Kernel
 from ipykernel._version import kernel_protocol_version
 from traitlets import Unicode
@@ -31,10 +33,12 @@ from . import __version__, case_table
 from .backends import BackendChoice, get_backend
 from .cancel import CancelToken
 from .editing import HEADER, complete, is_complete
-from .events import Result, Status
+from .events import InputRequest, Result, Status
+from .interactive import StdinFeed
 from .info import describe
 from .options import (HelpRequested, OptionError, backend_options,
-                      header_parser, parse_file_command, parse_header, request_from)
+                      header_parser, parse_file_command, parse_header, request_from,
+                      stdin_given)
 from .request import Language, Limits, Request
 from .workspace import Workspace, WorkspaceError, file_body, write_report
 
@@ -264,7 +268,7 @@ class DCodeXKernel(Kernel):
 
     async def do_execute(self, code, silent, store_history=True, user_expressions=None,
                          allow_stdin=False, *, cell_meta=None, cell_id=None):
-        self._allow_stdin = allow_stdin  # kept for ipykernel; programs read only --stdin input
+        self._allow_stdin = allow_stdin  # a program waiting for input asks the frontend
         self._last_result = None
         try:
             if self.limits_error:
@@ -295,7 +299,11 @@ class DCodeXKernel(Kernel):
             return self._error("OptionError", lines[0],
                                [f"{RED}OptionError{RESET}: {lines[0]}", *lines[1:]], silent)
 
-        result, diagnostics = self._run(request, silent, backend)
+        # No --stdin: a program that waits for input asks the notebook (never a frontend that
+        # allows no input, like nbval: that program reads end of file at once).
+        interactive = allow_stdin and not silent and not stdin_given(cell.options)
+        with (StdinFeed() if interactive else contextlib.nullcontext()) as feed:
+            result, diagnostics = self._run(request, silent, backend, feed)
         self._last_result = {k: v for k, v in result.to_dict().items()
                              if k not in ("stdout", "stderr")}
         if result.cases:
@@ -322,7 +330,7 @@ class DCodeXKernel(Kernel):
         options = backend_options(cell.options) if cell.options is not None else {}
         return self._backends.get(self.backend, options) if options else self.backend
 
-    def _run(self, request: Request, silent: bool, backend=None) -> tuple[Result, str]:
+    def _run(self, request: Request, silent: bool, backend=None, feed=None) -> tuple[Result, str]:
         """Stream the run's output to the cell; return its Result and any held-back compiler text.
 
         Compiler output is held until we know whether the build worked: on success it is shown
@@ -333,11 +341,17 @@ class DCodeXKernel(Kernel):
         token = CancelToken()
         with self._cancel_lock:
             self._cancel = token
-        events = (backend or self.backend).execute(request, token)
+        events = (backend or self.backend).execute(request, token, feed)
+        over = threading.Event()  # the run has ended: stop waiting for an input_reply
         try:
             for event in events:
                 if isinstance(event, Result):
                     result = event
+                elif isinstance(event, InputRequest):
+                    if compiler:  # the build's warnings before the program's prompt
+                        self._stream("stderr", "".join(compiler), silent)
+                        compiler.clear()
+                    self._ask(event.prompt, feed, over)
                 elif event.phase == "compile":
                     compiler.append(event.text)
                 else:
@@ -349,6 +363,7 @@ class DCodeXKernel(Kernel):
             log.exception("engine failed")
             result = Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
         finally:
+            over.set()
             events.close()  # kills the run if we are leaving early
             with self._cancel_lock:
                 self._cancel = None
@@ -360,6 +375,40 @@ class DCodeXKernel(Kernel):
             self._stream("stderr", text, silent)
             text = ""
         return result, text
+
+    def _ask(self, prompt: str, feed, over: threading.Event) -> None:
+        """Send an input_request (after the output sent so far) and hand the input_reply to the
+        feed from a thread, so the engine keeps watching the run (interrupt, input timeout)
+        while the user types. ipykernel's own raw_input would block this thread."""
+        io_thread = getattr(self.iopub_socket, "io_thread", None)
+        if io_thread is not None:  # the stream messages go first
+            sent = threading.Event()
+            io_thread.schedule(sent.set)
+            sent.wait(1)
+        while True:  # drop replies to a prompt of an earlier run
+            try:
+                self.stdin_socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                break
+        self.session.send(self.stdin_socket, "input_request", {"prompt": prompt, "password": False},
+                          self.get_parent("shell"),
+                          ident=self._get_shell_context_var(self._shell_parent_ident))
+
+        def wait_for_reply():
+            while not over.is_set():
+                if not self.stdin_socket.poll(100):
+                    continue
+                try:
+                    _, reply = self.session.recv(self.stdin_socket)
+                except Exception:  # a malformed message: keep waiting for a good one
+                    log.warning("bad input_reply", exc_info=True)
+                    continue
+                if reply is not None:
+                    value = reply.get("content", {}).get("value")
+                    feed.answer(value if isinstance(value, str) else None)
+                    return
+
+        threading.Thread(target=wait_for_reply, name="dcodex-input", daemon=True).start()
 
     def _stream(self, name: str, text: str, silent: bool) -> None:
         if text and not silent:

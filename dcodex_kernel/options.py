@@ -252,6 +252,13 @@ def stdin_from(ns: argparse.Namespace) -> bytes:
     return b""
 
 
+def stdin_given(ns: argparse.Namespace | None) -> bool:
+    """Whether the options say what the program reads (--stdin, --stdin-file, the magics'
+    --stdin-var, --cases): then it is never asked for input interactively."""
+    return ns is not None and (getattr(ns, "stdin", None) is not None or any(
+        getattr(ns, name, None) for name in ("stdin_file", "stdin_var", "cases")))
+
+
 def _split_all(values: list[str]) -> tuple[str, ...]:
     return tuple(word for value in values for word in shlex.split(value))
 

@@ -6,12 +6,16 @@ from typing import Iterator, Protocol
 
 from ..cancel import CancelToken
 from ..events import Event
+from ..interactive import StdinFeed
 from ..request import Request
 
 
 class Backend(Protocol):
-    def execute(self, request: Request, cancel: CancelToken | None = None) -> Iterator[Event]:
-        """Yield Output events as the program writes, then exactly one Result."""
+    def execute(self, request: Request, cancel: CancelToken | None = None,
+                feed: StdinFeed | None = None) -> Iterator[Event]:
+        """Yield Output events as the program writes, then exactly one Result. With a `feed`
+        (and no request stdin) also an InputRequest each time the program waits for input,
+        answered through the feed (interactive.py)."""
 
     def describe(self) -> dict:
         """What a person should know about this backend (shown by `%dcodex` and `dcodex doctor`)."""

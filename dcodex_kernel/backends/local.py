@@ -14,6 +14,7 @@ from typing import Iterator
 
 from ..build_cache import BuildCache, cache_key
 from ..cancel import CancelToken
+from ..interactive import StdinFeed
 from ..events import ACCEPTED, WRONG_ANSWER, CaseResult, Event, Output, Result, Status
 from ..languages import LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, recipe
 from ..pch import BUILD_LIMITS, PCH_PLACE, PchStore, only_own_diagnostics, ordinary_flags, wanted_header
@@ -116,7 +117,8 @@ class LocalBackend:
             info["python"] = f"missing ({e})"
         return info
 
-    def execute(self, request: Request, cancel: CancelToken | None = None) -> Iterator[Event]:
+    def execute(self, request: Request, cancel: CancelToken | None = None,
+                feed: StdinFeed | None = None) -> Iterator[Event]:
         problem = _validate(request)
         if problem:
             yield Result(Status.REJECTED, problem)
@@ -139,7 +141,7 @@ class LocalBackend:
             yield Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
             return
         try:
-            result = yield from self._build_and_run(request, caps, workspace, cancel)
+            result = yield from self._build_and_run(request, caps, workspace, cancel, feed)
         except Exception as e:  # (GeneratorExit, a client gone, is not one: it passes through)
             log.exception("run failed")
             result = Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
@@ -147,7 +149,7 @@ class LocalBackend:
             workspace.__exit__(None, None, None)
         yield replace(result, isolation=caps.layers())
 
-    def _build_and_run(self, request, caps, ws, cancel):
+    def _build_and_run(self, request, caps, ws, cancel, feed):
         rec = recipe(request.language)
         env = sandbox_env(ws.workdir)
         with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source, \
@@ -160,7 +162,7 @@ class LocalBackend:
                 exit = yield from run_process(argv, workspace=ws, caps=caps, env=env,
                                               limits=request.limits, stdin=request.stdin,
                                               cancel=cancel, phase="run", inputs=inputs,
-                                              python=not rec.compiles)
+                                              python=not rec.compiles, feed=feed)
             finally:
                 if program is not None:
                     os.close(program)

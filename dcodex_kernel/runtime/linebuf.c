@@ -1,7 +1,9 @@
 /* Linked into every C and C++ program DCodeX builds.
  *
  * 1. Make stdout line-buffered even though it is a pipe, so what the program prints reaches the
- *    notebook line by line while it runs.
+ *    notebook line by line while it runs. stdin too: glibc flushes a line-buffered stdout before
+ *    it reads a line-buffered (not a fully buffered) stdin, so `printf("a? "); scanf(...)` shows
+ *    its prompt before it waits for the answer, as on a terminal.
  * 2. Tell the sandbox when an allocation fails. Under an address-space limit malloc returns
  *    NULL and the program usually crashes on it a moment later (SIGSEGV): one byte on the
  *    launcher's note fd lets the engine say "memory limit" instead of "segmentation fault".
@@ -24,6 +26,7 @@ extern void *__libc_realloc(void *, size_t);
 
 __attribute__((constructor)) static void dcodex_line_buffer_stdout(void) {
     setvbuf(stdout, NULL, _IOLBF, BUFSIZ);
+    setvbuf(stdin, NULL, _IOLBF, BUFSIZ);
 }
 
 static void dcodex_note_failed_allocation(void) {

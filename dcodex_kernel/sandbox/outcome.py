@@ -40,6 +40,9 @@ def classify(exit: ProcessExit, limits: Limits) -> tuple[Status, str, int | None
         return (Status.OUTPUT_LIMIT,
                 f"Output limit of {format_size(limits.output)} reached; the program was stopped",
                 code, sig)
+    if exit.stopped_for == "input":
+        return (Status.WALL_TIMEOUT, f"No input for {exit.input_timeout_s:g} s: the program was "
+                "waiting for stdin (input timeout)", code, sig)
     if exit.stopped_for == "wall":
         return Status.WALL_TIMEOUT, f"Wall-clock limit of {limits.wall_s:g} s exceeded", code, sig
     # The CPU limit is the run's: the supervisor stopped it at the total, or the total reached

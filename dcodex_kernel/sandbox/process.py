@@ -4,11 +4,15 @@ the wall clock, the output cap and cancellation, kill the whole run at the end, 
 from __future__ import annotations
 
 import codecs
+import collections
+import fcntl
 import os
 import select
 import selectors
 import signal
+import struct
 import subprocess
+import termios
 import time
 from dataclasses import dataclass
 from typing import Generator
@@ -16,12 +20,14 @@ from typing import Generator
 import psutil
 
 from ..cancel import CancelToken
-from ..events import Output
+from ..events import InputRequest, Output
+from ..interactive import StdinFeed
 from ..request import Limits
 from . import cgroups
 from .isolation import Capabilities, Workspace
 from .launcher import launcher_path
 from .limits import rlimit_args
+from .stdin_probe import blocked_reading
 
 READ_SIZE = 1 << 16
 # A chunk that ends mid-line waits this long for the rest of the line: `print("a", 1)` under
@@ -30,6 +36,10 @@ COALESCE_S = 0.002
 STDERR_TAIL = 4096  # bytes of stderr kept to recognise out-of-memory messages
 LAUNCH_FAILED = 125  # the launcher's own exit code when it could not start the program
 LAUNCH_NO_ROOM = 124  # ... when the program's own files did not fit in its disk
+# Interactive runs: how long the output must be quiet before the engine looks whether the program
+# is blocked reading stdin, and the longest gap between two looks while it stays quiet.
+PROBE_QUIET_S = 0.02
+PROBE_MAX_S = 0.25
 
 
 @dataclass
@@ -49,6 +59,8 @@ class ProcessExit:
     output: str = "none"  # the -o file: "none" asked, "taken", "absent", "refused"
     allocation_failed: bool = False  # a C/C++ program's malloc returned NULL
     own_oom: bool = False  # the OOM kill was inside the run's own memory cgroup
+    input_wait_s: float = 0.0  # time spent waiting for the user's input (not in wall_s)
+    input_timeout_s: float = 0.0  # the wait it was allowed (stopped_for "input": exceeded)
 
 
 _OUTPUT_STATES = {0: "none", 1: "taken", 2: "absent", 3: "refused"}
@@ -78,19 +90,23 @@ def run_process(
     output: tuple[str, int] | None = None,
     python: bool = False,
     binds: tuple[tuple[str, int], ...] = (),
-) -> Generator[Output, None, ProcessExit]:
+    feed: StdinFeed | None = None,
+) -> Generator[Output | InputRequest, None, ProcessExit]:
     """Yield Output events while `argv` runs; return its ProcessExit. `inputs` are
     (name, fd, mode) files copied into the program's work dir first; `output` is (name, fd): that
     file of the work dir is copied to fd afterwards if it is a regular file of the program's.
     `python`: the program is the Python interpreter (its prefixes are shown to it).
     `binds`: (place in the run, an fd of a host dir) pairs, shown read-only where the
     filesystem is confined (elsewhere a program sees the host anyway).
+    `feed` (with no `stdin`): stdin stays open and is fed from it; an InputRequest is yielded
+    each time the program blocks reading it (see interactive.py).
     Closing the generator early (client gone, exception) still kills every process of the run."""
     group = cgroups.for_run(caps.cgroup, uid=workspace.uid, memory=limits.memory,
                             tasks=limits.processes + 2) if caps.cgroup else None
     try:
         exit = yield from _run(argv, workspace, caps, env, limits, stdin, cancel, phase,
-                               inputs, output, group, python, binds)
+                               inputs, output, group, python, binds,
+                               feed if not stdin else None)
     finally:
         if group is not None:
             group.close()
@@ -98,7 +114,7 @@ def run_process(
 
 
 def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, output, group, python,
-         binds):
+         binds, feed):
     # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
     # fine: the thread that starts a run is either blocked in this generator until the run ends
     # or a cgroup slot's spawner, which lives as long as the engine.
@@ -140,23 +156,38 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
 
     pump = _Pump(proc, limits.output, cancel)
     usage = _Usage(proc.pid, group)
+    asker = _Asker(proc.pid, pump, feed, started) if feed is not None else None
     stopped_for = None
     try:
-        pump.feed_stdin(stdin)
+        if asker is None:
+            pump.feed_stdin(stdin)
         deadline = started + limits.wall_s
         next_check = started + usage.next_interval(limits.cpu_s)
         while not pump.finished():
             now = time.monotonic()
-            if now >= deadline:
-                stopped_for = "wall"
-                break
+            if asker is not None and asker.waiting:
+                # The user's time, not the program's: a deadline of its own.
+                until = asker.wait_started + feed.timeout_s
+                if now >= until:
+                    stopped_for = "input"
+                    break
+            else:
+                until = deadline + (asker.paused if asker is not None else 0.0)
+                if now >= until:
+                    stopped_for = "wall"
+                    break
+                if asker is not None and asker.looking:
+                    until = min(until, asker.look_at)
             if now >= next_check:
                 used = usage.sample()
                 if used >= limits.cpu_s:
                     stopped_for = "cpu"
                     break
                 next_check = now + usage.next_interval(limits.cpu_s - used)
-            for stream, text in pump.step(min(deadline, next_check) - now):
+            outputs = pump.step(max(0.0, min(until, next_check) - now))
+            if asker is not None:
+                outputs = asker.hold(outputs)
+            for stream, text in outputs:
                 yield Output(stream, text, phase)
             if pump.over_cap:
                 stopped_for = "output"
@@ -164,6 +195,11 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
             if cancel is not None and cancel.cancelled:
                 stopped_for = "cancel"
                 break
+            if asker is not None:
+                for event in asker.look(time.monotonic()):
+                    yield event if isinstance(event, InputRequest) else Output("stdout", event, phase)
+        if asker is not None and asker.held:  # the program's last partial line
+            yield Output("stdout", asker.release(), phase)
         if stopped_for:
             usage.sample()
             if group is not None:
@@ -178,7 +214,8 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
         if proc.poll() is None:
             _kill_run(proc, caps)
         pump.close()
-        wall_s = time.monotonic() - started
+        waited = asker.waited(time.monotonic()) if asker is not None else 0.0
+        wall_s = time.monotonic() - started - waited
         stats = _read_stats(stats_r)
 
     wait_status, out_state, alloc_failed = None, "none", False
@@ -197,7 +234,8 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
         stopped_for=stopped_for, oom_kills=_oom_kill_count() - oom_before,
         truncated=pump.over_cap, stderr_tail=bytes(pump.stderr_tail),
         launcher_code=proc.returncode, processes=usage.processes, output=out_state,
-        allocation_failed=alloc_failed, own_oom=own_oom,
+        allocation_failed=alloc_failed, own_oom=own_oom, input_wait_s=waited,
+        input_timeout_s=feed.timeout_s if feed is not None else 0.0,
     )
 
 
@@ -228,6 +266,79 @@ class _Usage:
         return self.cpu_s
 
 
+class _Asker:
+    """Interactive stdin: the program's stdin is fed from the StdinFeed; stdout's last partial
+    line is held back (it may be the prompt); when the output has been quiet for a while and
+    stdin is empty, /proc tells whether the program is blocked reading it, and if so one
+    InputRequest goes out. The time until the answer comes is kept off the wall clock.
+    Runs that never wait for input pay only for looks while they are quiet, spaced out up to
+    PROBE_MAX_S."""
+
+    def __init__(self, launcher_pid: int, pump: "_Pump", feed: StdinFeed, now: float):
+        self.launcher_pid = launcher_pid
+        self.pump = pump
+        self.inode = os.fstat(pump.stdin_fd).st_ino
+        pump.attach_feed(feed)
+        self.held = ""  # stdout after its last newline, not yet delivered
+        self.waiting = False  # an InputRequest is out, not answered yet
+        self.wait_started = 0.0
+        self.paused = 0.0  # seconds of answered waits
+        self.quiet = PROBE_QUIET_S
+        self.look_at = now + PROBE_QUIET_S
+
+    @property
+    def looking(self) -> bool:
+        return not self.waiting and self.pump.stdin_fd >= 0
+
+    def waited(self, now: float) -> float:
+        return self.paused + (now - self.wait_started if self.waiting else 0.0)
+
+    def hold(self, outputs: list) -> list:
+        """`outputs` with stdout's trailing partial line kept back (and given back before any
+        stderr, so the two streams keep their order)."""
+        if not outputs:
+            return outputs
+        self._active(time.monotonic())
+        out = []
+        for stream, text in outputs:
+            if stream == "stdout":
+                text = self.held + text
+                cut = text.rfind("\n") + 1
+                self.held = text[cut:]
+                text = text[:cut]
+            elif self.held:
+                out.append(("stdout", self.release()))
+            if text:
+                out.append((stream, text))
+        return out
+
+    def release(self) -> str:
+        held, self.held = self.held, ""
+        return held
+
+    def look(self, now: float) -> list:
+        """What to deliver now: an InputRequest (the program waits), the held partial line (it
+        does not), or nothing (not time to look yet)."""
+        if self.pump.took_input:  # an answer (or the end of input) came
+            self.pump.took_input = False
+            if self.waiting:
+                self.waiting = False
+                self.paused += now - self.wait_started
+            self._active(now)
+        if not self.looking or now < self.look_at:
+            return []
+        if self.pump.stdin_pending() == 0 and blocked_reading(self.launcher_pid, self.inode):
+            self.waiting, self.wait_started = True, now
+            return [InputRequest(self.release())]
+        self.quiet = min(self.quiet * 2, PROBE_MAX_S)
+        self.look_at = now + self.quiet
+        return [self.release()] if self.held else []
+
+    def _active(self, now: float) -> None:
+        self.quiet = PROBE_QUIET_S
+        self.look_at = now + PROBE_QUIET_S
+
+
 class _Pump:
     """Moves bytes between the program's pipes and the caller, never blocking, with an exact
     cap on stdout+stderr together."""
@@ -250,16 +361,42 @@ class _Pump:
         self.sel.register(self.pidfd, selectors.EVENT_READ)
         if cancel is not None:
             self.sel.register(cancel.fileno(), selectors.EVENT_READ)
-        self.stdin_data = memoryview(b"")
         self.stdin_fd = proc.stdin.fileno()
+        self.stdin_chunks: collections.deque[memoryview] = collections.deque()
+        self.stdin_eof = False  # close stdin once the chunks are written
+        self.writing = False  # stdin_fd is registered for EVENT_WRITE
+        self.feed: StdinFeed | None = None
+        self.took_input = False  # the feed gave something since the caller last looked
 
     def feed_stdin(self, data: bytes) -> None:
+        """All of stdin at once, then end of file (EOF at once for no data)."""
+        self.stdin_eof = True
+        self._queue(data)
+
+    def attach_feed(self, feed: StdinFeed) -> None:
+        """stdin comes from `feed`, as it comes."""
+        self.feed = feed
+        self.sel.register(feed.fileno(), selectors.EVENT_READ)
+
+    def stdin_pending(self) -> int:
+        """Bytes sent to the program it has not read yet."""
+        queued = sum(len(chunk) for chunk in self.stdin_chunks)
+        if self.stdin_fd < 0:
+            return queued
+        in_pipe = struct.unpack("i", fcntl.ioctl(self.stdin_fd, termios.FIONREAD, b"\0" * 4))[0]
+        return queued + in_pipe
+
+    def _queue(self, data: bytes) -> None:
+        if self.stdin_fd < 0:
+            return
         if data:
+            self.stdin_chunks.append(memoryview(data))
+        if self.stdin_chunks and not self.writing:
             os.set_blocking(self.stdin_fd, False)
-            self.stdin_data = memoryview(data)
             self.sel.register(self.stdin_fd, selectors.EVENT_WRITE)
-        else:
-            self._close_stdin()  # EOF at once
+            self.writing = True
+        elif not self.stdin_chunks and self.stdin_eof:
+            self._close_stdin()
 
     def finished(self) -> bool:
         return self.exited and not self.streams
@@ -284,6 +421,14 @@ class _Pump:
                     break
             elif fd == self.stdin_fd:
                 self._write_stdin()
+            elif self.feed is not None and fd == self.feed.fileno():
+                data, eof = self.feed.take()
+                if data or eof:
+                    self.took_input = True
+                if eof:
+                    self.stdin_eof = True
+                    self.sel.unregister(fd)
+                self._queue(data)
             # else: the cancel eventfd; the caller checks the token.
         return out
 
@@ -312,16 +457,28 @@ class _Pump:
 
     def _write_stdin(self) -> None:
         try:
-            n = os.write(self.stdin_fd, self.stdin_data[:READ_SIZE])
-            self.stdin_data = self.stdin_data[n:]
-            done = not self.stdin_data
+            chunk = self.stdin_chunks[0]
+            n = os.write(self.stdin_fd, chunk[:READ_SIZE])
+            if n < len(chunk):
+                self.stdin_chunks[0] = chunk[n:]
+                return
+            self.stdin_chunks.popleft()
+        except BlockingIOError:
+            return
         except BrokenPipeError:  # the program stopped reading: that is its business
-            done = True
-        if done:
+            self.stdin_chunks.clear()
+            self.stdin_eof = True
+        if not self.stdin_chunks:
             self.sel.unregister(self.stdin_fd)
-            self._close_stdin()
+            self.writing = False
+            if self.stdin_eof:
+                self._close_stdin()
 
     def _close_stdin(self) -> None:
+        if self.writing:
+            self.sel.unregister(self.stdin_fd)
+            self.writing = False
+        self.stdin_chunks.clear()
         self.proc.stdin.close()
         self.stdin_fd = -1
 
