@@ -14,7 +14,8 @@ import threading
 from typing import Callable, NamedTuple
 
 from .cancel import CancelToken
-from .events import Output, Result, collect
+from .events import InputRequest, Output, Result, collect
+from .interactive import StdinFeed
 from .request import Request
 
 _DONE = object()
@@ -28,19 +29,23 @@ class Run(NamedTuple):
 
 
 def run_live(backend, request: Request, on_output: Callable[[Output], None],
-             flush: Callable[[], None] | None = None) -> Run:
+             flush: Callable[[], None] | None = None,
+             ask: Callable[[str], str | None] | None = None) -> Run:
     """Execute `request`, calling `on_output` in this thread for every Output as it arrives and
-    `flush` whenever it has caught up with the program. Returns once the run is over and every
-    process of it is gone, also after a KeyboardInterrupt (which cancels the run)."""
+    `flush` whenever it has caught up with the program. With `ask`, a program waiting for input
+    gets `ask(prompt)`'s answer, called in this thread (None: end of input; see interactive.py)
+    while the engine keeps watching the run. Returns once the run is over and every process of
+    it is gone, also after a KeyboardInterrupt (which cancels the run)."""
     events: queue.SimpleQueue = queue.SimpleQueue()
     box: list = []  # the worker's Result (or the exception that broke the engine)
     token = CancelToken()
-    worker = threading.Thread(target=_produce, args=(backend, request, token, events, box),
+    feed = StdinFeed() if ask is not None else None
+    worker = threading.Thread(target=_produce, args=(backend, request, token, events, box, feed),
                               name="dcodex-run", daemon=True)
     interrupted = False
     try:
         worker.start()
-        interrupted = _deliver(events, token, on_output, flush)
+        interrupted = _deliver(events, token, on_output, flush, ask, feed)
     except BaseException:
         # The front door itself failed (say, writing to a closed stdout): stop the run, let
         # the engine finish its clean-up, then report the front door's error.
@@ -51,19 +56,22 @@ def run_live(backend, request: Request, on_output: Callable[[Output], None],
     finally:
         _join(worker)
         token.close()
+        if feed is not None:
+            feed.close()
     outcome = box[0]
     if isinstance(outcome, BaseException):
         raise outcome
     return Run(outcome, interrupted)
 
 
-def _produce(backend, request, token, events, box) -> None:
+def _produce(backend, request, token, events, box, feed) -> None:
     stream = None
     try:
-        stream = backend.execute(request, token)
+        stream = backend.execute(request, token, feed) if feed is not None else \
+            backend.execute(request, token)
         # collect() keeps stdout/stderr here, so the Result is whole even if the front door's
         # thread drops a chunk while being interrupted.
-        box.append(collect(stream, events.put))
+        box.append(collect(stream, events.put, events.put))
     except BaseException as e:  # an engine bug: hand it to the front door's thread
         box.append(e)
     finally:
@@ -72,13 +80,18 @@ def _produce(backend, request, token, events, box) -> None:
         events.put(_DONE)
 
 
-def _deliver(events, token, on_output, flush) -> bool:
+def _deliver(events, token, on_output, flush, ask, feed) -> bool:
     interrupted = False
     while True:
         try:
             item = events.get()
             if item is _DONE:
                 return interrupted
+            if isinstance(item, InputRequest):
+                if flush is not None:
+                    flush()
+                feed.answer(ask(item.prompt))
+                continue
             on_output(item)
             if flush is not None and events.empty():
                 flush()

@@ -15,7 +15,7 @@ import sys
 import warnings
 from dataclasses import replace
 
-from IPython.core.error import UsageError
+from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
 from traitlets import Bool, TraitError, TraitType, Unicode, default
 
@@ -25,7 +25,7 @@ from .events import Output, Result, Status
 from .info import describe
 from .live import run_live
 from .options import (HelpRequested, OptionError, at_most, backend_options, file_parser,
-                      header_parser, parse_words, request_from, split_words)
+                      header_parser, parse_words, request_from, split_words, stdin_given)
 from .request import Language, Limits, Request, parse_seconds, parse_size
 from .verdicts import MAX_CASES, Case, check_expected
 from .workspace import Workspace, WorkspaceError, file_body, write_report
@@ -286,7 +286,10 @@ class DCodeXMagics(Magics):
         request = self._request(ns, code, language, local_ns)
         backend = self._backend_for(ns)
         console = _Console()
-        result, interrupted = run_live(backend, request, console.write, console.flush)
+        # No input given: a program that waits for input asks through input() (in a notebook
+        # ipykernel forwards it to the frontend, when the frontend allows input).
+        ask = None if stdin_given(ns) else _ask
+        result, interrupted = run_live(backend, request, console.write, console.flush, ask)
 
         if ns.out:
             self.shell.user_ns[ns.out] = result
@@ -449,6 +452,15 @@ class _Console:
     def flush(self) -> None:
         if self.last is not None:
             self.last.flush()
+
+
+def _ask(prompt: str) -> str | None:
+    """The user's answer for a program waiting for input; None (end of input) where no one can
+    answer: a frontend that allows no input (nbval), a closed or captured stdin."""
+    try:
+        return input(prompt)
+    except (StdinNotImplementedError, EOFError, OSError):
+        return None
 
 
 def split_words_or_usage(line: str) -> list[str]:

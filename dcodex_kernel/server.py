@@ -34,11 +34,12 @@ from . import __version__
 from .backends.local import LocalBackend
 from .build_cache import BuildCache
 from .cancel import CancelToken
-from .events import Output, Result, Status
+from .events import InputRequest, Output, Result, Status
+from .interactive import StdinFeed
 from .proto import dcodex_pb2 as pb
 from .proto import dcodex_pb2_grpc as pb_grpc
-from .proto.convert import (LIMIT_FIELDS, cases_from_pb, limits_to_pb, output_to_pb,
-                            result_to_pb)
+from .proto.convert import (LIMIT_FIELDS, cases_from_pb, input_to_pb, limits_to_pb,
+                            output_to_pb, result_to_pb)
 from .request import Language, Limits, Request
 from .sessions import SessionError, SessionStore, apply_upload
 from .workspace import MAX_BYTES as WORKSPACE_BYTES, MAX_FILES as WORKSPACE_FILES
@@ -84,6 +85,7 @@ class ServerConfig:
     session_files: int = 200
     session_ttl_s: float = 1800.0
     max_sessions: int = 1000
+    input_timeout_s: float = 300.0  # an interactive run waiting this long for input is stopped
     build_cache: BuildCache | None = None
 
     def check(self) -> None:
@@ -433,7 +435,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
     # -- RPCs ----------------------------------------------------------------------------------
 
     def Execute(self, request, context):
-        yield from self._serve(request, context, _Guard(CancelToken()))
+        yield from self._serve(request, context, _Guard(CancelToken()), None)
 
     def Session(self, request_iterator, context):
         try:
@@ -443,22 +445,26 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
         if first.WhichOneof("kind") != "request":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           "the first message of a Session must be the request")
-        if first.request.stream_stdin:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                          "interactive stdin is not supported yet: send stdin with the request")
         guard = _Guard(CancelToken())
+        # Interactive: the program's stdin stays open, fed by the client's stdin messages.
+        feed = StdinFeed(self.config.input_timeout_s) if first.request.stream_stdin else None
 
-        def listen():  # later messages: cancel (stdin chunks need stream_stdin, refused above)
+        def listen():  # later messages: stdin (interactive runs only), cancel
             try:
                 for message in request_iterator:
-                    if message.WhichOneof("kind") == "cancel" and message.cancel:
+                    kind = message.WhichOneof("kind")
+                    if kind == "cancel" and message.cancel:
                         guard.cancel()
                         return
+                    if feed is not None and kind == "stdin_chunk":
+                        feed.send(message.stdin_chunk)
+                    elif feed is not None and kind == "stdin_eof":
+                        feed.end()
             except Exception:  # the stream broke: the RPC's callback cancels the run
                 pass
 
         self._listeners.submit(listen)
-        yield from self._serve(first.request, context, guard)
+        yield from self._serve(first.request, context, guard, feed)
 
     def GetSystemMetrics(self, request, context):
         s, m, config = self.scheduler, self.metrics, self.config
@@ -476,7 +482,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
 
     # -- one run -------------------------------------------------------------------------------
 
-    def _serve(self, message, context, guard: "_Guard"):
+    def _serve(self, message, context, guard: "_Guard", feed: StdinFeed | None):
         start = time.monotonic()
         context.add_callback(guard.cancel)  # cancelled, disconnected, deadline: stop the run
         worker = None
@@ -510,7 +516,9 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                     yield request
                     return
             strict = self.config.strict or message.strict
-            cached = request.cache and self.results.entries > 0  # --result-cache-entries 0: off
+            # --result-cache-entries 0: off; an interactive run's output depends on its answers:
+            # never replayed.
+            cached = request.cache and self.results.entries > 0 and feed is None
             key = ResultCache.key(request, strict) if cached else None
             if key is not None:
                 replay = self.results.get(key)
@@ -539,7 +547,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
             mailbox = Mailbox()
             backend = self.strict_backend if strict else self.backend
             worker = self._engines.submit(_engine, backend, request, guard, mailbox,
-                                          self.scheduler)
+                                          self.scheduler, feed)
             kept: list[bytes] | None = [] if key is not None else None
             while (event := mailbox.get()) is not None:
                 if isinstance(event, Result):
@@ -547,6 +555,8 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                     self.metrics.finished(time.monotonic() - start, event.peak_memory)
                     if kept is not None and event.status is Status.OK and not event.truncated:
                         self.results.put(key, [*kept, reply.SerializeToString()])
+                elif isinstance(event, InputRequest):
+                    reply = input_to_pb(event)
                 else:
                     reply = output_to_pb(event)
                     if kept is not None:
@@ -555,8 +565,10 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
         finally:
             if worker is not None and not worker.done():  # the handler was closed mid-run
                 guard.cancel()
-            if worker is None:
+            if worker is None:  # else the engine thread closes them when it is done
                 guard.close()
+                if feed is not None:
+                    feed.close()
             if session is not None:  # the next run of the session goes when this one has ended
                 def done(_=None, session=session, turn=turn):
                     if turn:
@@ -612,8 +624,9 @@ class _Guard:
                 self.token.close()
 
 
-def _engine(backend, request, guard: _Guard, mailbox: Mailbox, scheduler: Scheduler) -> None:
-    events = backend.execute(request, guard.token)
+def _engine(backend, request, guard: _Guard, mailbox: Mailbox, scheduler: Scheduler,
+            feed: StdinFeed | None) -> None:
+    events = backend.execute(request, guard.token, feed)
     try:
         for event in events:
             mailbox.put(event)
@@ -624,6 +637,8 @@ def _engine(backend, request, guard: _Guard, mailbox: Mailbox, scheduler: Schedu
         events.close()
         scheduler.release()
         guard.close()
+        if feed is not None:
+            feed.close()
         mailbox.close()
 
 

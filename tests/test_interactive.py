@@ -348,3 +348,107 @@ def test_kernel_interrupt_while_waiting(kernels):
     assert [e["ename"] for e in errors] == ["Interrupted"]
     assert nothing_left()
     assert execute(kc, 'print("after")').text() == "after\n"  # the kernel carries on
+
+
+# ---- the magics in a real ipykernel ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ipykernel(tmp_path_factory):
+    """An ipykernel of this interpreter with `%load_ext dcodex_kernel`."""
+    specs = tmp_path_factory.mktemp("kernels")
+    (specs / "magics-stdin").mkdir()
+    (specs / "magics-stdin" / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "magics stdin test", "language": "python", "interrupt_mode": "signal",
+    }))
+    km, kc = start_kernel("magics-stdin", kernel_dirs=[str(specs)])
+    try:
+        assert execute(kc, "%load_ext dcodex_kernel").status == "ok"
+        yield km, kc
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_magic_asks_through_the_frontend(ipykernel):
+    _, kc = ipykernel
+    prompts, run = ask_cell(kc, "%%dcodex c --timeout 1 --quiet\n" + TWO_PROMPTS_C, ["3", "4"],
+                            delay=1.1)
+    assert run.status == "ok", run.outputs
+    assert prompts == ["a? ", "b? "] and run.text("stdout") == "adding\nsum=7\n"
+
+
+def test_magic_python_input_until_eof(ipykernel):
+    _, kc = ipykernel
+    prompts, run = ask_cell(kc, "%%dcodex cpp --quiet\n" + SUM_UNTIL_EOF_CPP, ["1 1", "^D"])
+    assert run.status == "ok", run.outputs
+    assert len(prompts) == 2 and run.text("stdout") == "2 numbers, total 2\n"
+
+
+def test_magic_without_stdin_allowed_gives_eof_at_once(ipykernel):
+    _, kc = ipykernel
+    started = time.monotonic()
+    prompts, run = ask_cell(kc, "%%dcodex python --timeout 20 --no-raise-error --out r\n" + PY_INPUT,
+                            allow_stdin=False)
+    assert prompts == [] and run.status == "ok"
+    assert "EOFError" in run.text("stderr")
+    assert time.monotonic() - started < 10
+
+
+def test_magic_interrupt_while_waiting(ipykernel):
+    km, kc = ipykernel
+    prompts, run = ask_cell(kc, "%%dcodex python\n" + PY_INPUT,
+                            on_prompt=lambda msg: km.interrupt_kernel())
+    assert prompts == ["name? "]
+    assert run.status == "error" and run.reply["content"]["ename"] == "DCodeXInterrupt"
+    assert nothing_left()
+    assert execute(kc, "print('after')").text() == "after\n"
+
+
+# ---- through a server ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server():
+    from .test_server import Served
+
+    served = Served("--timeout", "1")
+    yield served
+    assert served.stop() == 0
+
+
+def test_remote_backend_two_prompts_and_the_wait_off_the_wall_clock(server):
+    from dcodex_kernel.backends.remote import RemoteBackend
+
+    backend = RemoteBackend(server.address)
+    try:
+        with StdinFeed() as feed:
+            prompts, out, result = converse(backend.execute(
+                Request("c", TWO_PROMPTS_C, limits=Limits(wall_s=1)), None, feed),
+                feed, ["3", "4"], delay=1.1)
+    finally:
+        backend.close()
+    assert result.status is Status.OK, result
+    assert prompts == ["a? ", "b? "] and out == "adding\nsum=7\n"
+
+
+def test_remote_cancel_while_waiting(server):
+    from dcodex_kernel.backends.remote import RemoteBackend
+
+    backend = RemoteBackend(server.address)
+    try:
+        with StdinFeed() as feed, CancelToken() as cancel:
+            for event in backend.execute(Request("python", PY_INPUT), cancel, feed):
+                if isinstance(event, InputRequest):
+                    threading.Timer(0.2, cancel.cancel).start()
+                elif isinstance(event, Result):
+                    result = event
+    finally:
+        backend.close()
+    assert result.status is Status.CANCELLED
+    assert nothing_left()
+
+
+def test_kernel_cell_on_a_server_asks_too(kernels, server):
+    _, kc = kernels("dcodex-python")
+    prompts, run = ask_cell(kc, f"%%dcodex --server {server.address}\n" + PY_INPUT, ["Bo", "^D"])
+    assert run.status == "ok", run.outputs
+    assert prompts == ["name? ", ""] and run.text("stdout") == "hi Bo, then ''\n"

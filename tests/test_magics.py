@@ -196,7 +196,7 @@ def test_no_raise_error_returns_the_failed_result(ip, status, header, body, frag
 class _InternalErrorBackend:
     """The real engine cannot be made to fail internally on demand; this one always does."""
 
-    def execute(self, request, cancel=None):
+    def execute(self, request, cancel=None, feed=None):
         yield Result(Status.INTERNAL_ERROR, "sandbox unavailable: no free uid")
 
 

@@ -982,10 +982,13 @@ def test_session_rpc_checks_its_first_message(stub):
     with pytest.raises(grpc.RpcError) as e:
         list(stub.Session(iter([pb.ClientMessage(cancel=True)])))
     assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    interactive = pb.CodeRequest(language="python", code="input()", stream_stdin=True)
-    with pytest.raises(grpc.RpcError) as e:
-        list(stub.Session(iter([pb.ClientMessage(request=interactive)])))
-    assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED and "interactive stdin" in e.value.details()
+    # Interactive: the program's stdin stays open for the client's stdin messages.
+    interactive = pb.CodeRequest(language="python", code="print(input()); input()", stream_stdin=True)
+    logs = list(stub.Session(iter([pb.ClientMessage(request=interactive),
+                                   pb.ClientMessage(stdin_chunk=b"typed\n"),
+                                   pb.ClientMessage(stdin_eof=True)])))
+    assert "typed\n" in "".join(log.stdout_chunk for log in logs)
+    assert logs[-1].status == pb.RUNTIME_ERROR and "EOFError" in "".join(l.stderr_chunk for l in logs)
     logs = list(stub.Session(iter([pb.ClientMessage(request=pb.CodeRequest(
         language="python", code="print(input())", stdin_data="echo\n"))])))
     assert logs[0].stdout_chunk == "echo\n" and logs[-1].status == pb.OK

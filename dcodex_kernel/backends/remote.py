@@ -1,8 +1,9 @@
 """The remote backend: send a Request to a `dcodex serve` (or any DCodeX Kernel server) and turn
 its ExecutionLog stream back into the same Events the local backend yields.
 
-The run goes over the bidirectional `Session` RPC: the request first, then, if the CancelToken
-fires, a cancel message, which the server answers with the run's Result once nothing of it is
+The run goes over the bidirectional `Session` RPC: the request first, then what the caller's
+StdinFeed gives (stdin chunks, the end of input) when the run is interactive, and, if the
+CancelToken fires, a cancel message, which the server answers with the run's Result once nothing of it is
 left. A server that does not answer a cancel in time, or a consumer that stops reading, has the
 RPC itself cancelled (the server kills the run then too). Whatever goes wrong on the way, the
 caller gets exactly one Result: an unreachable server is one `internal_error` naming it.
@@ -19,6 +20,7 @@ from typing import Iterator
 
 from ..cancel import CancelToken
 from ..events import Event, Result, Status
+from ..interactive import StdinFeed
 from ..request import Request
 
 CONNECT_TIMEOUT_S = 5.0
@@ -126,17 +128,19 @@ class RemoteBackend:
 
     # -- the Backend protocol ------------------------------------------------------------------
 
-    def execute(self, request: Request, cancel: CancelToken | None = None) -> Iterator[Event]:
+    def execute(self, request: Request, cancel: CancelToken | None = None,
+                feed: StdinFeed | None = None) -> Iterator[Event]:
         """Run on the server; a session workspace the server no longer has (expired, a restart)
         is sent again whole, once."""
         for resend in (False, True):
-            stale = yield from self._execute_once(request, cancel, resend)
+            stale = yield from self._execute_once(request, cancel, resend, feed)
             if not stale:
                 return
         yield Result(Status.INTERNAL_ERROR, f"DCodeX server at {self.address} keeps refusing "
                      "this session's workspace as out of date")
 
-    def _execute_once(self, request: Request, cancel: CancelToken | None, resend: bool):
+    def _execute_once(self, request: Request, cancel: CancelToken | None, resend: bool,
+                      feed: StdinFeed | None):
         """One attempt; returns True (having yielded nothing) when the server said the session
         workspace is stale."""
         try:
@@ -159,16 +163,28 @@ class RemoteBackend:
         cancel_sent = threading.Event()
         started = False
 
+        interactive = feed is not None and not request.stdin and not request.cases
+        message.stream_stdin = interactive
+
         def messages():  # consumed by a gRPC thread, which may block here
             yield pb.ClientMessage(request=message)
+            watched = [fd.fileno() for fd in (cancel, feed if interactive else None) if fd]
             while not done.is_set():
-                if cancel is None:
+                if not watched:
                     done.wait()
                     return
                 try:
-                    ready, _, _ = select.select([cancel.fileno()], [], [], 0.2)
-                except (OSError, ValueError):  # the token was closed: the run is over
+                    ready, _, _ = select.select(watched, [], [], 0.2)
+                except (OSError, ValueError):  # a token/feed was closed: the run is over
                     return
+                if interactive and feed.fileno() in ready:  # the user's input, to the server
+                    data, eof = feed.take()
+                    for at in range(0, len(data), 1 << 20):
+                        yield pb.ClientMessage(stdin_chunk=data[at:at + (1 << 20)])
+                    if eof:
+                        yield pb.ClientMessage(stdin_eof=True)
+                        watched.remove(feed.fileno())
+                    continue
                 if ready and not done.is_set():  # ask the server to stop the run
                     cancel_sent.set()
                     yield pb.ClientMessage(cancel=True)

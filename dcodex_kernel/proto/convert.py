@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import signal
 
-from ..events import CaseResult, Event, Output, Result, Status
+from ..events import CaseResult, Event, InputRequest, Output, Result, Status
 from ..request import Limits, Request
 from ..verdicts import Case
 from ..workspace import digest as workspace_digest
@@ -62,6 +62,10 @@ def output_to_pb(event: Output) -> pb.ExecutionLog:
     else:
         log.stderr_chunk = text(event.text)
     return log
+
+
+def input_to_pb(event: InputRequest) -> pb.ExecutionLog:
+    return pb.ExecutionLog(phase=pb.RUN, input_wanted=pb.InputWanted(prompt=text(event.prompt)))
 
 
 def dcodex_note(result: Result) -> str:
@@ -124,6 +128,8 @@ def events_from_pb(log: pb.ExecutionLog) -> list[Event]:
             cases=tuple(_case_from_pb(case) for case in log.cases))]
     if log.phase == pb.NOTE:
         return []
+    if log.HasField("input_wanted"):
+        return [InputRequest(log.input_wanted.prompt)]
     phase = PHASE_FROM_PB.get(log.phase, "run")
     events = []
     if log.stdout_chunk:

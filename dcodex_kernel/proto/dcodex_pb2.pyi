@@ -149,7 +149,7 @@ class Limits(_message.Message):
     def __init__(self, cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., processes: _Optional[int] = ..., file_size_bytes: _Optional[int] = ..., open_files: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class ExecutionLog(_message.Message):
-    __slots__ = ("stdout_chunk", "stderr_chunk", "peak_memory_bytes", "execution_time_ms", "cache_hit", "wall_clock_timeout", "output_truncated", "status", "phase", "message", "exit_code", "signal", "cpu_time_s", "wall_time_s", "build_cached", "isolation", "cases", "workspace_stale")
+    __slots__ = ("stdout_chunk", "stderr_chunk", "peak_memory_bytes", "execution_time_ms", "cache_hit", "wall_clock_timeout", "output_truncated", "status", "phase", "message", "exit_code", "signal", "cpu_time_s", "wall_time_s", "build_cached", "isolation", "cases", "workspace_stale", "input_wanted")
     STDOUT_CHUNK_FIELD_NUMBER: _ClassVar[int]
     STDERR_CHUNK_FIELD_NUMBER: _ClassVar[int]
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +168,7 @@ class ExecutionLog(_message.Message):
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
     CASES_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_STALE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_WANTED_FIELD_NUMBER: _ClassVar[int]
     stdout_chunk: str
     stderr_chunk: str
     peak_memory_bytes: int
@@ -186,7 +187,14 @@ class ExecutionLog(_message.Message):
     isolation: _containers.RepeatedScalarFieldContainer[str]
     cases: _containers.RepeatedCompositeFieldContainer[CaseResult]
     workspace_stale: bool
-    def __init__(self, stdout_chunk: _Optional[str] = ..., stderr_chunk: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., execution_time_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., wall_clock_timeout: _Optional[bool] = ..., output_truncated: _Optional[bool] = ..., status: _Optional[_Union[Status, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., build_cached: _Optional[bool] = ..., isolation: _Optional[_Iterable[str]] = ..., cases: _Optional[_Iterable[_Union[CaseResult, _Mapping]]] = ..., workspace_stale: _Optional[bool] = ...) -> None: ...
+    input_wanted: InputWanted
+    def __init__(self, stdout_chunk: _Optional[str] = ..., stderr_chunk: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., execution_time_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., wall_clock_timeout: _Optional[bool] = ..., output_truncated: _Optional[bool] = ..., status: _Optional[_Union[Status, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., build_cached: _Optional[bool] = ..., isolation: _Optional[_Iterable[str]] = ..., cases: _Optional[_Iterable[_Union[CaseResult, _Mapping]]] = ..., workspace_stale: _Optional[bool] = ..., input_wanted: _Optional[_Union[InputWanted, _Mapping]] = ...) -> None: ...
+
+class InputWanted(_message.Message):
+    __slots__ = ("prompt",)
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    def __init__(self, prompt: _Optional[str] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
     __slots__ = ("request", "stdin_chunk", "stdin_eof", "cancel")

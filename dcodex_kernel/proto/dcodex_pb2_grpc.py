@@ -71,7 +71,9 @@ class CodeExecutorServicer:
 
     def Session(self, request_iterator, context):
         """DCodeX Kernel: the first ClientMessage is the request; later ones carry stdin chunks or a
-        cancel. The server answers a cancel with the final ExecutionLog (status CANCELLED) once no
+        cancel. With request.stream_stdin the program's stdin stays open: an ExecutionLog with
+        input_wanted says it waits for input; stdin_chunk messages feed it, stdin_eof ends it.
+        The server answers a cancel with the final ExecutionLog (status CANCELLED) once no
         process of the run is left.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
