@@ -8,6 +8,10 @@ Target (issue 2): a build-cache hit costs <= 3 ms more than the bare binary; a P
 
 A second table adds the sandbox's layers one at a time to a cached C run (issue 8: the whole
 confinement <= +8 ms over the bare rlimit layer; issue 14: the cost of cgroup accounting).
+
+A third one is interactive stdin (issue 11): a cached C hello with and without a StdinFeed (what
+a kernel cell gets when the frontend allows input), and the cost of one look in /proc at a run
+that waits for input (paid only while an interactive run's output is quiet).
 """
 
 from __future__ import annotations
@@ -102,6 +106,7 @@ def main() -> None:
             print(f"{lang:<8} {cold_s} {warm:10.2f} {floor:8.2f} {warm - floor:+9.2f} {warm / floor:6.2f}  {floor_name}")
         print("\ntarget: overhead <= +3.00 ms for cached C/C++ runs and for Python")
         layer_table(caps, tmp, opts.repeat)
+        stdin_table(backend, opts.repeat)
     finally:
         shutil.rmtree(tmp)
 
@@ -148,6 +153,43 @@ def layer_table(caps: isolation.Capabilities, tmp: str, repeat: int) -> None:
     for (name, _), ms in zip(levels, times):
         print(f"{name:<38} {ms:7.2f} {ms - floor:+10.2f} {ms - times[0]:+15.2f}")
     print("\ntarget: the full confinement <= +8.00 ms over the bare layer")
+
+
+def stdin_table(backend: LocalBackend, repeat: int) -> None:
+    import psutil
+
+    from dcodex_kernel.events import InputRequest
+    from dcodex_kernel.interactive import StdinFeed
+    from dcodex_kernel.sandbox.stdin_probe import blocked_reading
+
+    code = HELLO[Language.C]
+
+    def plain():
+        assert collect(backend.execute(Request(Language.C, code))).ok
+
+    def with_feed():
+        with StdinFeed() as feed:
+            assert collect(backend.execute(Request(Language.C, code), None, feed)).ok
+
+    plain_ms, feed_ms = median_ms(plain, with_feed, repeat=repeat)
+    # One look at a run that waits: time blocked_reading() while the run sits in read(0).
+    looks = []
+    with StdinFeed() as feed:
+        for event in backend.execute(Request(Language.PYTHON, "input()"), None, feed):
+            if isinstance(event, InputRequest):
+                launcher = next(p for p in psutil.Process().children()
+                                if p.name().startswith("dcodex-launch"))
+                program = launcher.children(recursive=True)[-1]
+                inode = os.stat(f"/proc/{program.pid}/fd/0").st_ino
+                for _ in range(200):
+                    start = time.perf_counter()
+                    assert blocked_reading(launcher.pid, inode)
+                    looks.append(time.perf_counter() - start)
+                feed.end()
+    print(f"\ninteractive stdin: medians of {repeat} runs, milliseconds\n")
+    print(f"{'cached C hello, stdin EOF (no feed)':<44} {plain_ms:7.2f}")
+    print(f"{'cached C hello, interactive (a StdinFeed)':<44} {feed_ms:7.2f}  ({feed_ms - plain_ms:+.2f})")
+    print(f"{'one look at a waiting run (/proc)':<44} {statistics.median(looks) * 1000:7.3f}")
 
 
 if __name__ == "__main__":
