@@ -569,7 +569,8 @@ def test_a_client_that_goes_away_has_its_program_killed(server):
 
 
 def test_cancelling_the_call_kills_the_program(stub):
-    call = stub.Execute(pb.CodeRequest(language="python", code="import time\nprint(1, flush=True)\n"
+    # One write (print writes the text and its newline apart: two chunks on a loaded machine).
+    call = stub.Execute(pb.CodeRequest(language="python", code="import sys, time\nsys.stdout.write('1\\n')\n"
                                        "time.sleep(30)", limits=pb.Limits(wall_time_s=2)))
     assert next(call).stdout_chunk == "1\n"
     call.cancel()
