@@ -42,14 +42,16 @@ class InputRequest:
 
 ACCEPTED = "accepted"
 WRONG_ANSWER = "wrong_answer"
+CHECKER_ERROR = "checker_error"  # the checker itself failed (crashed, a limit, a bad answer)
 
 
 @dataclass(frozen=True)
 class CaseResult:
-    """How one test case went. `verdict` is "accepted", "wrong_answer", or the value of the
-    run's own Status when it did not end ok ("time_limit", "runtime_error", "cancelled", …);
-    `message` is '' when accepted, the first difference for a wrong answer ("line 3: expected
-    '5', got '6'"), else the run's one-line message."""
+    """How one test case went. `verdict` is "accepted", "wrong_answer", "checker_error" (the
+    checker crashed, hit a limit or answered nonsense), or the value of the run's own Status when
+    it did not end ok ("time_limit", "runtime_error", "cancelled", …); `message` is '' when
+    accepted by a comparison mode, the first difference for a wrong answer ("line 3: expected
+    '5', got '6'") or the checker's comment, else the one-line reason."""
 
     name: str
     verdict: str

@@ -43,7 +43,8 @@ LINE_USAGE = (
 _PER_RUN = (("LANG", "language"), ("--stdin", "stdin"), ("--stdin-file", "stdin_file"),
             ("--stdin-var", "stdin_var"), ("--args", "args"), ("--out", "out"),
             ("--no-raise-error", "no_raise_error"), ("--quiet", "quiet"), ("--cases", "cases"),
-            ("--compare", "compare"), ("--sources", "sources"))
+            ("--compare", "compare"), ("--checker", "checker"), ("--show-output", "show_output"),
+            ("--sources", "sources"))
 
 
 class DCodeXError(Exception):
@@ -182,7 +183,9 @@ class DCodeXMagics(Magics):
         With --cases SOURCE (a judge-layout directory, or a variable holding a list of (input,
         expected) pairs or a dict name -> pair) the program is built once and run once per case;
         a table of verdicts is displayed and DCodeXError ("TestsFailed: 1 of 8 cases failed") is
-        raised unless every case is accepted. Interrupting the cell kills the program. `{expr}` and `$var` in the options are expanded
+        raised unless every case is accepted. --checker FILE judges the cases with a C, C++ or
+        Python program; --checker NAME with a function (input, expected, actual) -> bool or
+        (bool, comment) of the user namespace. Interrupting the cell kills the program. `{expr}` and `$var` in the options are expanded
         from the user namespace as in every IPython magic (not `$var` inside single quotes; `$$`
         is a literal `$`); the cell body is passed as written.
 
@@ -269,6 +272,7 @@ class DCodeXMagics(Magics):
             raise UsageError(f"--out: {ns.out!r} is not a variable name")
         stdin = self._stdin_var(ns.stdin_var, local_ns) if ns.stdin_var else None
         cases = self._cases_var(ns.cases, local_ns) if ns.cases else None
+        checker = self._checker_var(ns.checker, local_ns) if ns.checker else None
         if self.cflags:
             ns.cflags = [self.cflags, *ns.cflags]
         if self.ldflags:
@@ -278,7 +282,7 @@ class DCodeXMagics(Magics):
         try:
             return request_from(ns, code=code, language=language, base=self.limits(),
                                 stdin=stdin, color=self._color(), cases=cases,
-                                files=self.workspace.files())
+                                checker=checker, files=self.workspace.files())
         except (OptionError, ValueError) as e:
             raise UsageError(str(e)) from None
 
@@ -396,6 +400,23 @@ class DCodeXMagics(Magics):
                 raise UsageError(f"--cases {source}: {str(e).removeprefix('cases: ')}") from None
             cases.append(case)
         return cases
+
+    def _checker_var(self, source, local_ns):
+        """--checker NAME naming a variable (when no such file exists): a function
+        (input, expected, actual) -> bool or (bool, comment), called in this process for each
+        case. None: NAME is a checker file."""
+        if os.path.exists(os.path.expanduser(source)) or not source.isidentifier():
+            return None
+        for scope in (local_ns, self.shell.user_ns):
+            if scope is not None and source in scope:
+                value = scope[source]
+                break
+        else:
+            return None  # the loader then says what is wrong with it as a file
+        if not callable(value):
+            raise UsageError(f"--checker: {source} is a {type(value).__name__}, not a function "
+                             "(input, expected, actual) -> bool or (bool, comment)")
+        return value
 
     def _stdin_var(self, name, local_ns) -> bytes:
         for scope in (local_ns, self.shell.user_ns):

@@ -9,8 +9,8 @@ import re
 import shlex
 from dataclasses import replace
 
-from .request import Language, Limits, Request, parse_seconds, parse_size
-from .verdicts import MODES, Case, load_cases, parse_mode
+from .request import MAX_CHECKER_BYTES, Checker, Language, Limits, Request, parse_seconds, parse_size
+from .verdicts import MODES, Case, cases_in_files, load_cases, parse_mode
 
 # Options whose value is itself a list of flags: `--cflags -O3` must not read -O3 as an option.
 FLAG_VALUED = ("--cflags", "--ldflags", "--args")
@@ -85,10 +85,21 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--stdin-file", metavar="PATH", help="feed this file to stdin")
     src.add_argument("--cases", metavar="SOURCE",
                      help="run the program once per test case of this directory (NAME.in with "
-                          "NAME.out or NAME.ans) and give a verdict per case")
+                          "NAME.out or NAME.ans; the session workspace's first, e.g. written "
+                          "with %%%%file cases/1.in) and give a verdict per case")
     g.add_argument("--compare", metavar="MODE", type=_mode,
                    help=f"how --cases compares outputs: {', '.join(MODES)} (default: default, "
                         "which ignores trailing whitespace and blank lines at the end)")
+    g.add_argument("--checker", metavar="FILE",
+                   help="judge each case with this C, C++ or Python program instead of --compare "
+                        "(language from the extension; a session workspace file or a path): "
+                        "built once, run in the sandbox with the run's limits and the paths of "
+                        "the case's input, expected output and actual output as arguments; "
+                        "exit 0 accepts, 1 rejects, anything else is checker_error; its stdout "
+                        "is the comment shown")
+    g.add_argument("--show-output", action="store_true", default=None,
+                   help="with --cases, show each case's output (in order, under a header line "
+                        "per case); without it only the table is shown")
     g.add_argument("--cflags", metavar="FLAGS", action="append", default=[],
                    help="extra compiler flags, e.g. --cflags '-O0 -g' (repeatable)")
     g.add_argument("--ldflags", metavar="FLAGS", action="append", default=[],
@@ -268,16 +279,50 @@ def sources_from(ns: argparse.Namespace) -> tuple[str, ...]:
                  for name in value.split(",") if name.strip())
 
 
+def cases_from(source: str, files=()) -> list[Case]:
+    """--cases SOURCE: the session workspace's directory of that name if it holds files, else
+    the judge-layout directory at that path. ValueError (from verdicts) for bad cases."""
+    found = cases_in_files(files, source)
+    return found if found is not None else load_cases(os.path.expanduser(source))
+
+
+def checker_from(source: str, files=()) -> Checker:
+    """--checker FILE: the session workspace's file of that name, else the file at that path,
+    as a Checker of the language its extension names. ValueError with a message for a person."""
+    ext = os.path.splitext(source)[1].lower()
+    try:
+        language = Language.of_file(source)
+    except ValueError:
+        raise ValueError(f"--checker: cannot tell the language of {source!r} from its extension "
+                         f"{ext!r} (use .c, .cpp/.cc/.cxx or .py)") from None
+    data = dict(files).get(source)
+    if data is None:
+        path = os.path.expanduser(source)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_CHECKER_BYTES + 1)
+        except OSError as e:
+            raise ValueError(f"--checker: {e.strerror}: {path}") from None
+    try:
+        code = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--checker: {source} is not UTF-8 text") from None
+    return Checker(language, code, name=os.path.basename(source))
+
+
 def request_from(ns: argparse.Namespace, *, code: str, language: Language, base: Limits,
                  stdin: bytes | None = None, color: bool = False,
-                 cases: "list[Case] | None" = None, files=()) -> Request:
-    """The Request these options describe. `stdin` overrides --stdin/--stdin-file and `cases`
-    --cases (the magics, from a variable); --cases names a judge-layout directory. `files`: the
-    session workspace's (name, contents), which --sources names from."""
+                 cases: "list[Case] | None" = None, checker=None, files=()) -> Request:
+    """The Request these options describe. `stdin` overrides --stdin/--stdin-file, `cases`
+    --cases and `checker` --checker (the magics, from a variable); --cases names a judge-layout
+    directory and --checker a program file, the session workspace's first. `files`: the session
+    workspace's (name, contents), which --sources names from."""
     try:
         if cases is None:
             source = getattr(ns, "cases", None)
-            cases = load_cases(os.path.expanduser(source)) if source else ()
+            cases = cases_from(source, files) if source else ()
+        if checker is None and getattr(ns, "checker", None):
+            checker = checker_from(ns.checker, files)
         return Request(
             language=language, code=code,
             stdin=stdin_from(ns) if stdin is None else stdin,
@@ -285,6 +330,7 @@ def request_from(ns: argparse.Namespace, *, code: str, language: Language, base:
             cflags=_split_all(ns.cflags), ldflags=_split_all(ns.ldflags), args=_split_all(ns.args),
             cache=True if ns.cache is None else ns.cache, color=color,
             cases=tuple(cases), compare=getattr(ns, "compare", None) or "default",
+            checker=checker, show_output=bool(getattr(ns, "show_output", None)),
             files=tuple(files), sources=sources_from(ns),
         )
     except ValueError as e:

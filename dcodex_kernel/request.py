@@ -8,6 +8,7 @@ import re
 from decimal import Decimal
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
+from typing import Callable, Union
 
 from .verdicts import MAX_CASES, Case, parse_mode
 
@@ -203,6 +204,38 @@ class Limits:
         )
 
 
+MAX_CHECKER_BYTES = 1 << 20  # a checker's source, as a program's
+
+
+@dataclass(frozen=True)
+class Checker:
+    """A checker program for test cases (`--checker FILE`): built once like the program, then run
+    in the sandbox after every case whose run ended ok, with the paths of the case's input, its
+    expected output and the program's actual output as argv[1..3]. Exit 0: accepted; exit 1:
+    wrong answer; anything else (another code, a signal, a limit): `checker_error`. Its stdout
+    is the case's comment. `name` is the file it came from, for messages."""
+
+    language: Language
+    code: str
+    name: str = "checker"
+
+    def __post_init__(self):
+        if not isinstance(self.language, Language):
+            object.__setattr__(self, "language", Language.parse(str(self.language)))
+        if not isinstance(self.code, str):
+            raise ValueError(f"checker {self.name}: the source must be text")
+        if len(self.code.encode("utf-8", "surrogatepass")) > MAX_CHECKER_BYTES:
+            raise ValueError(f"checker {self.name}: the source is larger than "
+                             f"{MAX_CHECKER_BYTES // 1024} KiB")
+        if "\0" in self.code:
+            raise ValueError(f"checker {self.name}: the source contains a NUL byte")
+
+
+# What a Python function used as a checker (the magics, this process only) looks like:
+# (input, expected, actual) -> bool, or (bool, comment).
+CheckerFunction = Callable[[str, str, str], object]
+
+
 # Compilers are trusted more than programs, but `#include "/dev/urandom"` and template bombs are
 # hostile input too: bounded, just more loosely.
 COMPILE_LIMITS = Limits(cpu_s=30.0, wall_s=60.0, memory=2 << 30, output=1 << 20, processes=64,
@@ -228,6 +261,10 @@ class Request:
     # output by `compare` (a mode of `verdicts.parse_mode`: default, exact, tokens, float:TOL).
     cases: tuple[Case, ...] = ()
     compare: str = "default"
+    # With cases, a checker decides each case instead of `compare`: a program (`Checker`, run
+    # in the sandbox; it travels to a server) or a Python function (LocalBackend only).
+    checker: Union[Checker, CheckerFunction, None] = None
+    show_output: bool = False  # with cases: stream each case's output, in order, under a header
     # The session workspace (workspace.py): sorted (name, contents) pairs that the compile step
     # and every run get a copy of, and which of them are extra C/C++ sources to compile and link.
     files: tuple[tuple[str, bytes], ...] = ()
@@ -240,7 +277,7 @@ class Request:
             object.__setattr__(self, "stdin", self.stdin.encode())
         for name in ("cflags", "ldflags", "args"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.cases or self.compare != "default":
+        if self.cases or self.compare != "default" or self.checker is not None or self.show_output:
             self._check_cases()
         if self.files or self.sources:
             self._check_files()
@@ -274,3 +311,14 @@ class Request:
             raise ValueError(f"{len(cases)} cases is more than the maximum of {MAX_CASES}")
         if cases and self.stdin:
             raise ValueError("stdin and cases cannot be used together (each case gives its own stdin)")
+        if self.checker is not None:
+            if not cases:
+                raise ValueError("--checker needs --cases (it judges each case's output)")
+            if not isinstance(self.checker, Checker) and not callable(self.checker):
+                raise ValueError(f"a checker must be a Checker or a callable, got "
+                                 f"{type(self.checker).__name__}")
+            if self.compare != "default":
+                raise ValueError("--checker and --compare cannot be used together (the checker "
+                                 "does the comparing)")
+        if self.show_output and not cases:
+            raise ValueError("--show-output needs --cases (without cases the output is shown anyway)")

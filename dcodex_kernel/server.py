@@ -38,8 +38,8 @@ from .events import InputRequest, Output, Result, Status
 from .interactive import StdinFeed
 from .proto import dcodex_pb2 as pb
 from .proto import dcodex_pb2_grpc as pb_grpc
-from .proto.convert import (LIMIT_FIELDS, cases_from_pb, input_to_pb, limits_to_pb,
-                            output_to_pb, result_to_pb)
+from .proto.convert import (LIMIT_FIELDS, cases_from_pb, checker_from_pb, input_to_pb,
+                            limits_to_pb, output_to_pb, result_to_pb)
 from .request import Language, Limits, Request
 from .sessions import SessionError, SessionStore, apply_upload
 from .workspace import MAX_BYTES as WORKSPACE_BYTES, MAX_FILES as WORKSPACE_FILES
@@ -180,6 +180,10 @@ def request_from_pb(message: pb.CodeRequest, config: ServerConfig) -> Request:
             if len(word.encode("utf-8")) > config.max_flag_bytes or "\0" in word:
                 raise BadRequest(f"a word of {name} is longer than {config.max_flag_bytes} bytes "
                                  "or holds a NUL byte")
+    checker_bytes = len(message.checker.code.encode("utf-8"))
+    if checker_bytes > config.max_code_bytes:
+        raise BadRequest(f"the checker is {checker_bytes} bytes, above the server's limit of "
+                         f"{config.max_code_bytes}")
     case_bytes = sum(len(c.input) + len(c.expected) + len(c.name) for c in message.cases)
     if case_bytes > config.max_stdin_bytes:
         raise BadRequest(f"the test cases hold {case_bytes} bytes, above the server's limit of "
@@ -194,9 +198,10 @@ def request_from_pb(message: pb.CodeRequest, config: ServerConfig) -> Request:
                        args=tuple(message.args),
                        cache=message.cache if message.HasField("cache") else True,
                        color=message.color, cases=cases_from_pb(message),
-                       compare=message.compare or "default", files=files,
+                       compare=message.compare or "default", checker=checker_from_pb(message),
+                       show_output=message.show_output, files=files,
                        sources=() if message.session else tuple(message.sources))
-    except ValueError as e:  # bad cases, compare mode or files
+    except ValueError as e:  # bad cases, compare mode, checker or files
         raise BadRequest(str(e)) from None
 
 
@@ -329,14 +334,16 @@ class ResultCache:
                 dataclasses.astuple(request.limits), request.cflags, request.ldflags,
                 request.args, request.color, strict, request.compare,
                 tuple((c.name, c.input, c.expected) for c in request.cases),
-                request.files, request.sources)
+                request.files, request.sources, request.show_output,
+                (request.checker.language.value, request.checker.code) if request.checker else None)
 
     @staticmethod
     def _key_size(key: tuple) -> int:
         return sum(len(part) for part in key if isinstance(part, (str, bytes))) + \
             sum(len(w) for part in key[4:7] for w in part) + \
             sum(len(x) for case in key[10] for x in case) + \
-            sum(len(name) + len(data) for name, data in key[11]) + sum(map(len, key[12]))
+            sum(len(name) + len(data) for name, data in key[11]) + sum(map(len, key[12])) + \
+            (len(key[14][1]) if key[14] else 0)
 
     def get(self, key) -> list[bytes] | None:
         with self._lock:

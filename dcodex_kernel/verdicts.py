@@ -74,11 +74,39 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
         raise ValueError(f"cases: no such directory: {path}") from None
     except OSError as e:
         raise ValueError(f"cases: cannot read {path}: {e.strerror}") from None
+    return _cases_of(path, entries, lambda entry, cap, what: _read(os.path.join(path, entry), cap, what),
+                     lambda entry: os.path.join(path, entry))
+
+
+def cases_in_files(files, directory: str) -> list[Case] | None:
+    """The cases of `directory` among a session workspace's (name, contents) files (`%%file
+    cases/1.in` …), or None when no file is in that directory. Problems as `load_cases`'."""
+    prefix = directory.strip("/") + "/"
+    if prefix == "/":
+        return None
+    inside = {name[len(prefix):]: data for name, data in files
+              if name.startswith(prefix) and "/" not in name[len(prefix):]}
+    if not inside and not any(name.startswith(prefix) for name, _ in files):
+        return None
+
+    def read(entry, cap, what):
+        data = inside[entry]
+        if len(data) > cap:
+            raise ValueError(f"cases: {prefix}{entry} ({what}) is larger than the maximum of {_mib(cap)}")
+        return data
+
+    return _cases_of(f"{directory} (session workspace)", list(inside), read,
+                     lambda entry: prefix + entry)
+
+
+def _cases_of(where: str, entries: list[str], read, label) -> list[Case]:
+    """The cases among a directory's `entries`; `read(entry, cap, what)` gives one's bytes,
+    `label(entry)` its name in messages."""
     files = {}
     for entry in entries:
         stem, ext = os.path.splitext(entry)
         if ext in (".in", ".out", ".ans") and stem:
-            files.setdefault(stem, {})[ext] = os.path.join(path, entry)
+            files.setdefault(stem, {})[ext] = entry
     stems = sorted(files, key=natural_key)
     problems = []
     for stem in stems:
@@ -91,20 +119,21 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
             problems.append(f"{stem} has both {stem}.out and {stem}.ans")
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise ValueError(f"cases: {path}: {'; '.join(problems[:3])}{more}")
+        raise ValueError(f"cases: {where}: {'; '.join(problems[:3])}{more}")
     if not stems:
-        raise ValueError(f"cases: {path} holds no cases (expected NAME.in with NAME.out or NAME.ans)")
+        raise ValueError(f"cases: {where} holds no cases (expected NAME.in with NAME.out or NAME.ans)")
     if len(stems) > MAX_CASES:
-        raise ValueError(f"cases: {path} holds {len(stems)} cases, more than the maximum of {MAX_CASES}")
+        raise ValueError(f"cases: {where} holds {len(stems)} cases, more than the maximum of {MAX_CASES}")
     cases, total = [], 0
     for stem in stems:
         kinds = files[stem]
-        data = _read(kinds[".in"], MAX_INPUT_BYTES, "input")
-        expected = _read(kinds.get(".out") or kinds[".ans"], MAX_EXPECTED_BYTES, "expected output")
-        check_expected(expected, kinds.get(".out") or kinds[".ans"])
+        answer = kinds.get(".out") or kinds[".ans"]
+        data = read(kinds[".in"], MAX_INPUT_BYTES, "input")
+        expected = read(answer, MAX_EXPECTED_BYTES, "expected output")
+        check_expected(expected, label(answer))
         total += len(data) + len(expected)
         if total > MAX_TOTAL_BYTES:
-            raise ValueError(f"cases: {path}: the cases are larger than {_mib(MAX_TOTAL_BYTES)} together")
+            raise ValueError(f"cases: {where}: the cases are larger than {_mib(MAX_TOTAL_BYTES)} together")
         cases.append(Case(stem, data, expected))
     return cases
 
@@ -251,3 +280,27 @@ def show(text: str, width: int = _SHOW) -> str:
         cut = repr(text[:width])
         return cut[:-1] + "…" + cut[-1]
     return repr(text)
+
+
+# ---------------------------------------------------------------- checkers
+
+COMMENT_WIDTH = 100  # characters of a checker's comment kept
+
+
+def comment(text: str, width: int = COMMENT_WIDTH) -> str:
+    """A checker's stdout as a table shows it: one line (whitespace runs become one space),
+    control characters escaped, cut to `width` characters with '…'."""
+    line = " ".join(text.split())
+    line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in line)
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def checker_answer(value) -> tuple[bool, str]:
+    """What a Python checker function returned → (accepted, comment): a bool, or a pair (bool,
+    comment). ValueError (a checker error) for anything else."""
+    if isinstance(value, bool):
+        return value, ""
+    if isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[0], bool):
+        return value[0], comment(str(value[1]))
+    shown = show(repr(value))
+    raise ValueError(f"the checker returned {shown}, not a bool or (bool, comment)")

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import queue
 import re
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -15,15 +16,15 @@ from typing import Iterator
 from ..build_cache import BuildCache, cache_key
 from ..cancel import CancelToken
 from ..interactive import StdinFeed
-from ..events import ACCEPTED, WRONG_ANSWER, CaseResult, Event, Output, Result, Status
+from ..events import ACCEPTED, CHECKER_ERROR, WRONG_ANSWER, CaseResult, Event, Output, Result, Status
 from ..languages import LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, recipe
 from ..pch import BUILD_LIMITS, PCH_PLACE, PchStore, only_own_diagnostics, ordinary_flags, wanted_header
 from ..pch import HEADERS as PCH_HEADERS
-from ..request import Language, Request
+from ..request import Checker, Language, Request
 from ..sandbox import isolation
 from ..sandbox.outcome import classify
 from ..sandbox.process import run_process
-from ..verdicts import compare, parse_mode
+from ..verdicts import checker_answer, comment, compare, parse_mode
 from ..workspace import digest as workspace_digest
 
 log = logging.getLogger(__name__)
@@ -189,38 +190,76 @@ class LocalBackend:
 
     def _build_and_run_cases(self, request, caps, cancel):
         rec = recipe(request.language)
-        with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source, \
-                _memfiles(request.files) as files:
-            try:
-                ws = isolation.Workspace(caps).__enter__()
-            except Exception as e:  # launcher cannot be built, no free uid, ...
-                log.exception("sandbox set-up failed")
-                return Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
-            try:
-                argv, inputs, program, cached, failed = yield from self._prepare(
-                    rec, request, caps, ws, sandbox_env(ws.workdir), source, files, cancel)
-            finally:
-                ws.__exit__(None, None, None)  # the build's uid is free for a case
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(
+                _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")))
+            files = stack.enter_context(_memfiles(request.files))
+            built = yield from self._build_in_own_workspace(rec, request, caps, source, files, cancel)
+            argv, inputs, program, cached, failed = built
+            if program is not None:
+                stack.callback(os.close, program)
             if failed:
                 return failed
-            try:
-                started = time.monotonic()
-                results = self._run_cases(request, caps, argv, inputs, not rec.compiles, cancel)
-                wall_s = time.monotonic() - started
-            finally:
-                if program is not None:
-                    os.close(program)
+            judge = None
+            if isinstance(request.checker, Checker):
+                judge, failed = yield from self._build_checker(request, caps, stack, cancel)
+                if failed:
+                    return failed
+            elif request.checker is not None:
+                judge = _FunctionJudge(request.checker)
+            started = time.monotonic()
+            results = yield from self._run_cases(request, caps, argv, inputs, not rec.compiles,
+                                                 cancel, judge)
+            wall_s = time.monotonic() - started
         return _cases_result(results, wall_s, cached)
 
-    def _run_cases(self, request, caps, argv, inputs, python, cancel) -> list[CaseResult]:
-        """Every case's CaseResult, in order. Cases run in worker threads, at most
-        `case_parallelism` at once; the caller's cancel (or anything ending this early) stops
-        them all, and this returns only when every run has ended."""
+    def _build_in_own_workspace(self, rec, request, caps, source, files, cancel):
+        """`_prepare` in a workspace of its own, left before the cases (its uid is then free for one)."""
+        try:
+            ws = isolation.Workspace(caps).__enter__()
+        except Exception as e:  # launcher cannot be built, no free uid, ...
+            log.exception("sandbox set-up failed")
+            return None, None, None, False, Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
+        try:
+            return (yield from self._prepare(rec, request, caps, ws, sandbox_env(ws.workdir),
+                                             source, files, cancel))
+        finally:
+            ws.__exit__(None, None, None)
+
+    def _build_checker(self, request, caps, stack, cancel):
+        """(a _ProgramJudge, None), or (None, the Result of a failed build): the checker built
+        like a program (the build cache, the sandbox, the request's compile limits); its fds are
+        closed by `stack`."""
+        checker = request.checker
+        rec = recipe(checker.language)
+        build = Request(checker.language, checker.code, compile_limits=request.compile_limits,
+                        ldflags=("-lm",) if rec.compiles else (), cache=request.cache,
+                        color=request.color)
+        source = stack.enter_context(_memfile(rec.source_file, checker.code.encode("utf-8", "surrogatepass")))
+        argv, inputs, program, _, failed = yield from self._build_in_own_workspace(
+            rec, build, caps, source, (), cancel)
+        if program is not None:
+            stack.callback(os.close, program)
+        if failed:
+            if failed.status is Status.COMPILE_ERROR:
+                failed = replace(failed, message=f"checker {checker.name}: {failed.message}")
+            return None, failed
+        if not rec.compiles:  # an exception in a Python checker is its failure, not a rejection
+            argv = [argv[0], "-I", "-u", "-B", "-c", _PYTHON_CHECKER, rec.source_file]
+        return _ProgramJudge(caps, argv, inputs, not rec.compiles, request.limits), None
+
+    def _run_cases(self, request, caps, argv, inputs, python, cancel, judge=None):
+        """Every case's CaseResult, in order (the generator's return value). Cases run in worker
+        threads, at most `case_parallelism` at once; the caller's cancel (or anything ending this
+        early) stops them all, and this returns only when every run has ended. With
+        `request.show_output` it yields each case's output, in the cases' order, under a header
+        line (the first case's live, later ones as soon as the earlier ones are shown)."""
         mode = parse_mode(request.compare)
         workers = min(len(request.cases), self.case_parallelism or len(os.sched_getaffinity(0)))
         stop = CancelToken()  # what the runs watch: set on the caller's cancel or on the way out
+        shown = [queue.SimpleQueue() for _ in request.cases] if request.show_output else None
 
-        def one(case) -> CaseResult:
+        def one(index, case) -> CaseResult:
             if stop.cancelled:
                 return CaseResult(case.name, Status.CANCELLED.value, "Interrupted")
             try:
@@ -228,29 +267,36 @@ class LocalBackend:
                     stdout, exit = _drain(run_process(
                         argv, workspace=ws, caps=caps, env=sandbox_env(ws.workdir),
                         limits=request.limits, stdin=case.input, cancel=stop, phase="run",
-                        inputs=inputs, python=python))
+                        inputs=inputs, python=python), sink=shown[index].put if shown else None)
+                status, message, code, sig = classify(exit, request.limits)
+                if status is not Status.OK:
+                    verdict = status.value
+                elif judge is not None:
+                    verdict, message = judge(case, stdout, stop)
+                else:
+                    accepted, detail = compare(case.expected, stdout, mode)
+                    verdict, message = (ACCEPTED, "") if accepted else (WRONG_ANSWER, detail)
             except Exception as e:
                 log.exception("case %s failed", case.name)
                 return CaseResult(case.name, Status.INTERNAL_ERROR.value, f"{type(e).__name__}: {e}")
-            status, message, code, sig = classify(exit, request.limits)
-            if status is Status.OK:
-                accepted, detail = compare(case.expected, stdout, mode)
-                verdict, message = (ACCEPTED, "") if accepted else (WRONG_ANSWER, detail)
-            else:
-                verdict = status.value
             return CaseResult(case.name, verdict, message, wall_s=exit.wall_s, cpu_s=exit.cpu_s,
                               peak_memory=exit.peak_memory, exit_code=code, signal=sig)
 
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcodex-case")
         try:
-            futures = [pool.submit(one, case) for case in request.cases]
+            futures = [pool.submit(one, i, case) for i, case in enumerate(request.cases)]
             pending = set(futures)
+            showing = _Shower(request.cases, futures, shown) if shown else None
             while pending:
                 # The runs watch `stop`; the caller's token is looked at here, often enough for
                 # an interrupt to stop them all within a fraction of a second.
                 if cancel is not None and cancel.cancelled:
                     stop.cancel()
                 _, pending = wait(pending, timeout=0.02, return_when=FIRST_COMPLETED)
+                if showing:
+                    yield from showing.ready()
+            if showing:
+                yield from showing.ready()
             return [f.result() for f in futures]
         finally:
             stop.cancel()  # a no-op after a normal end: every run is over
@@ -379,9 +425,9 @@ class LocalBackend:
         return True
 
 
-def _drain(events, streams=("stdout",)) -> tuple[str, object]:
-    """Run a run_process generator to its end: (the text of its `streams`, its ProcessExit).
-    Closed whatever happens, which ends the run."""
+def _drain(events, streams=("stdout",), sink=None) -> tuple[str, object]:
+    """Run a run_process generator to its end: (the text of its `streams`, its ProcessExit);
+    `sink` gets every event too. Closed whatever happens, which ends the run."""
     stdout = []
     try:
         while True:
@@ -391,8 +437,118 @@ def _drain(events, streams=("stdout",)) -> tuple[str, object]:
                 return "".join(stdout), end.value
             if event.stream in streams:
                 stdout.append(event.text)
+            if sink is not None:
+                sink(event)
     finally:
         events.close()
+
+
+CASE_HEADER = "=== case {} ===\n"  # the line above each case's output (--show-output)
+
+
+class _Shower:
+    """--show-output: hands on the cases' output events in the cases' order. Case i's events
+    wait in its queue until every earlier case has ended and been shown."""
+
+    def __init__(self, cases, futures, queues):
+        self.cases, self.futures, self.queues = cases, futures, queues
+        self.at = 0  # the case being shown
+        self.started = False  # its header is out
+        self.open = {"stdout": False, "stderr": False}  # the last text did not end a line
+
+    def ready(self):
+        while self.at < len(self.cases):
+            if not self.started:
+                for stream in ("stderr", "stdout"):  # end the previous case's lines
+                    if self.open[stream]:
+                        yield Output(stream, "\n")
+                        self.open[stream] = False
+                yield Output("stdout", CASE_HEADER.format(self.cases[self.at].name))
+                self.started = True
+            done = self.futures[self.at].done()  # before draining: nothing comes after done
+            events = self.queues[self.at]
+            while True:
+                try:
+                    event = events.get_nowait()
+                except queue.Empty:
+                    break
+                if event.text:
+                    self.open[event.stream] = not event.text.endswith("\n")
+                    yield event
+            if not done:
+                return
+            self.at, self.started = self.at + 1, False
+
+
+# A Python checker runs under this, so that an exception in it (exit 1 under plain python) is a
+# checker_error (exit 3), not a rejection: argv is [python, ..., -c, this, checker.py, paths...].
+_PYTHON_CHECKER = """\
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    raise
+except BaseException:
+    import traceback
+    traceback.print_exc()
+    sys.exit(3)
+"""
+CHECK_FILES = ("input", "expected", "actual")  # the files a checker program is given, in order
+
+
+class _ProgramJudge:
+    """A checker program, run for one case in a sandbox of its own (the run's limits)."""
+
+    def __init__(self, caps, argv, inputs, python, limits):
+        self.caps, self.argv, self.inputs, self.python, self.limits = caps, argv, inputs, python, limits
+
+    def __call__(self, case, actual: str, stop) -> tuple[str, str]:
+        data = (case.input, case.expected, actual.encode("utf-8", "surrogatepass"))
+        with contextlib.ExitStack() as stack:
+            fds = [stack.enter_context(_memfile(name, part)) for name, part in zip(CHECK_FILES, data)]
+            ws = stack.enter_context(isolation.Workspace(self.caps))
+            box = ws.workdir or CONFINED_WORKDIR
+            argv = [*self.argv, *(os.path.join(box, name) for name in CHECK_FILES)]
+            said, errors = [], []
+            events = run_process(argv, workspace=ws, caps=self.caps, env=sandbox_env(ws.workdir),
+                                 limits=self.limits, cancel=stop, phase="run", python=self.python,
+                                 inputs=(*self.inputs, *((n, fd, 0o644) for n, fd in zip(CHECK_FILES, fds))))
+            _, exit = _drain(events, (), sink=lambda e: (said if e.stream == "stdout" else errors).append(e.text))
+        status, message, code, _ = classify(exit, self.limits)
+        note = comment("".join(said))
+        if status is Status.OK:
+            return ACCEPTED, note
+        if status is Status.RUNTIME_ERROR and code == 1:
+            return WRONG_ANSWER, note or "rejected by the checker"
+        if status is Status.CANCELLED:
+            return status.value, message
+        tail = [line for line in "".join(errors).splitlines() if line.strip()]
+        why = f"checker {status.value}: {message}" + (f": {comment(tail[-1])}" if tail else "")
+        return CHECKER_ERROR, comment(why)
+
+
+class _FunctionJudge:
+    """A Python function as the checker (the magics): (input, expected, actual) as text →
+    bool or (bool, comment); it raising or answering something else is a checker_error."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, case, actual: str, stop) -> tuple[str, str]:
+        given = case.input.decode("utf-8", "replace")
+        expected = case.expected.decode("utf-8", "replace")
+        try:
+            answer = self.function(given, expected, actual)
+        except Exception as e:
+            return CHECKER_ERROR, comment(f"the checker raised {type(e).__name__}: {e}")
+        try:
+            accepted, note = checker_answer(answer)
+        except ValueError as e:
+            return CHECKER_ERROR, comment(str(e))
+        if accepted:
+            return ACCEPTED, note
+        return WRONG_ANSWER, note or "rejected by the checker"
 
 
 def _cases_result(cases: list[CaseResult], wall_s: float, cached: bool) -> Result:

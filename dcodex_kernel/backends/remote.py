@@ -154,7 +154,11 @@ class RemoteBackend:
         if cancel is not None and cancel.cancelled:
             yield Result(Status.CANCELLED, "Interrupted")
             return
-        message, digests = self._wire(request, resend=resend)
+        try:
+            message, digests = self._wire(request, resend=resend)
+        except ValueError as e:  # what cannot travel (a Python function as the checker)
+            yield Result(Status.REJECTED, str(e))
+            return False
         if self._plain:
             yield from self._execute_plain(message, cancel)
             return False

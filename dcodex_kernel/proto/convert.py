@@ -7,7 +7,7 @@ import re
 import signal
 
 from ..events import CaseResult, Event, InputRequest, Output, Result, Status
-from ..request import Limits, Request
+from ..request import Checker, Limits, Request
 from ..verdicts import Case
 from ..workspace import digest as workspace_digest
 from . import dcodex_pb2 as pb
@@ -38,7 +38,13 @@ def request_to_pb(request: Request, *, strict: bool = False, session: str = "",
         args=request.args, cache=request.cache, color=request.color, strict=strict,
         cases=[pb.TestCase(name=c.name, input=c.input, expected=c.expected) for c in request.cases],
         compare=request.compare, files=dict(request.files if upload is None else upload),
-        sources=request.sources)
+        sources=request.sources, show_output=request.show_output)
+    if isinstance(request.checker, Checker):
+        message.checker.CopyFrom(pb.CheckerProgram(language=request.checker.language.value,
+                                                   code=request.checker.code, name=request.checker.name))
+    elif request.checker is not None:
+        raise ValueError("a Python function as the checker runs only on this machine; through "
+                         "a server give --checker a C, C++ or Python file")
     if session:
         message.session = session
         message.workspace_full = full if upload is not None else True
@@ -106,6 +112,14 @@ def result_to_pb(result: Result, *, elapsed_s: float = 0.0) -> pb.ExecutionLog:
 
 def cases_from_pb(message: pb.CodeRequest) -> tuple[Case, ...]:
     return tuple(Case(c.name, c.input, c.expected) for c in message.cases)
+
+
+def checker_from_pb(message: pb.CodeRequest) -> Checker | None:
+    """The request's checker program, or None; ValueError for a bad one."""
+    if not message.HasField("checker"):
+        return None
+    wire = message.checker
+    return Checker(wire.language, wire.code, name=wire.name or "checker")
 
 
 def _case_from_pb(case: pb.CaseResult) -> CaseResult:

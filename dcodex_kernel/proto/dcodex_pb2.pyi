@@ -50,7 +50,7 @@ class EmptyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CodeRequest(_message.Message):
-    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare", "session", "files", "sources", "workspace_digest", "workspace_full")
+    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare", "checker", "show_output", "session", "files", "sources", "workspace_digest", "workspace_full")
     class FilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,8 @@ class CodeRequest(_message.Message):
     STREAM_STDIN_FIELD_NUMBER: _ClassVar[int]
     CASES_FIELD_NUMBER: _ClassVar[int]
     COMPARE_FIELD_NUMBER: _ClassVar[int]
+    CHECKER_FIELD_NUMBER: _ClassVar[int]
+    SHOW_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
@@ -91,12 +93,14 @@ class CodeRequest(_message.Message):
     stream_stdin: bool
     cases: _containers.RepeatedCompositeFieldContainer[TestCase]
     compare: str
+    checker: CheckerProgram
+    show_output: bool
     session: str
     files: _containers.ScalarMap[str, bytes]
     sources: _containers.RepeatedScalarFieldContainer[str]
     workspace_digest: str
     workspace_full: bool
-    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ..., session: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ..., sources: _Optional[_Iterable[str]] = ..., workspace_digest: _Optional[str] = ..., workspace_full: _Optional[bool] = ...) -> None: ...
+    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ..., checker: _Optional[_Union[CheckerProgram, _Mapping]] = ..., show_output: _Optional[bool] = ..., session: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ..., sources: _Optional[_Iterable[str]] = ..., workspace_digest: _Optional[str] = ..., workspace_full: _Optional[bool] = ...) -> None: ...
 
 class TestCase(_message.Message):
     __slots__ = ("name", "input", "expected")
@@ -107,6 +111,16 @@ class TestCase(_message.Message):
     input: bytes
     expected: bytes
     def __init__(self, name: _Optional[str] = ..., input: _Optional[bytes] = ..., expected: _Optional[bytes] = ...) -> None: ...
+
+class CheckerProgram(_message.Message):
+    __slots__ = ("language", "code", "name")
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    language: str
+    code: str
+    name: str
+    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class CaseResult(_message.Message):
     __slots__ = ("name", "verdict", "message", "wall_time_s", "cpu_time_s", "peak_memory_bytes", "exit_code", "signal")
