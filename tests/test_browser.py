@@ -223,16 +223,18 @@ def _browser(lab: dict, failure_name: str):
     assert not alive, f"browser processes left: {[(p.pid, p.name()) for p in alive]}"
 
 
-def _open_and_run_all(page, lab: dict, notebook: str):
-    """Open the notebook, wait until its DCodeX kernel is idle, then Run ▸ Run All Cells, the way
-    a person would. Returns the status-bar locator for "<kernel> | Idle"."""
+def _open_and_run_all(page, lab: dict, notebook: str, display_name: str | None = None):
+    """Open the notebook, wait until its DCodeX kernel (`display_name`: the C++ one unless
+    given) is idle, then Run ▸ Run All Cells, the way a person would. Returns the status-bar
+    locator for "<kernel> | Idle"."""
     # A workspace of its own, reset: only this notebook is open (JupyterLab would otherwise
     # restore the tabs of an earlier test, whose kernel has the same name in the status bar).
     workspace = Path(notebook).stem
     page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={lab['token']}",
               timeout=60_000)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    idle = page.locator(".jp-StatusBar-TextItem", has_text=f"{lab['display_name']} | Idle").first
+    idle = page.locator(".jp-StatusBar-TextItem",
+                        has_text=f"{display_name or lab['display_name']} | Idle").first
     idle.wait_for(timeout=60_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     run_all = page.locator("li.lm-Menu-item[data-command='runmenu:run-all']")
@@ -305,3 +307,44 @@ def test_interrupt_button_stops_a_cpp_program(lab):
 
     assert stopped_after < 5, f"the cell ended {stopped_after:.1f} s after the click"
     assert ticks_later == ticks, "the program kept printing after the interrupt"
+
+
+def test_the_test_cases_tutorial_shows_its_table(lab):
+    """notebooks/08-test-cases.ipynb (C kernel), its stored outputs removed, run in the page: the
+    cases are written by the notebook's own cells, and the wrong solution's table of verdicts
+    appears as an HTML table, with its summary and the one TestsFailed error (Run All stops
+    there, as it should)."""
+    nb = nbformat.read(ROOT / "notebooks" / "08-test-cases.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, lab["root"] / "08-test-cases.ipynb")
+    spec = Path(lab["root"]).parent / "prefix" / "share" / "jupyter" / "kernels" / "dcodex-c" / "kernel.json"
+    c_kernel = json.loads(spec.read_text())["display_name"]
+    with _browser(lab, "jupyterlab-test-cases") as page:
+        idle = _open_and_run_all(page, lab, "08-test-cases.ipynb", c_kernel)
+        tables = page.locator("table.dcodex-cases")
+        # Five runs with cases; the wrong solution's cell is tagged raises-exception, so Run All
+        # goes on past its TestsFailed.
+        tables.nth(4).wait_for(state="attached", timeout=120_000)
+        idle.wait_for(timeout=30_000)
+        count = tables.count()
+        table = tables.first
+        rows = [[cell.text_content().strip() for cell in row.locator("td").all()]
+                for row in table.locator("tbody tr").all()]
+        headings = [h.text_content().strip() for h in table.locator("th").all()]
+        first = page.locator(".jp-OutputArea", has=page.locator("table.dcodex-cases")).first.text_content()
+        last = page.locator(".jp-OutputArea", has=page.locator("table.dcodex-cases")).last.text_content()
+        colour = table.locator("tbody tr td:nth-child(2)").first.evaluate("e => getComputedStyle(e).color")
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-test-cases.png"), full_page=True)
+
+    assert count == 5
+    assert headings == ["case", "verdict", "time", "memory", "detail"]
+    assert [row[:2] for row in rows] == [["1", "wrong_answer"], ["2", "accepted"], ["10", "accepted"]]
+    assert rows[0][4] == "line 1: expected '2.333333', got '2.000000'"
+    assert all(row[2].endswith(" ms") for row in rows)
+    assert "2/3 accepted" in first and "TestsFailed" in first and "1 of 3 cases failed" in first
+    assert colour == "rgb(207, 34, 46)"  # wrong_answer in red
+    # The last: --show-output's case headers above the checker's table and its comments.
+    assert last.index("=== case 1 ===") < last.index("=== case 3 ===") < last.index("500000 + 500000 = 1000000")
+    assert "3/3 accepted" in last and "TestsFailed" not in last
