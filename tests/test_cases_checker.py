@@ -5,6 +5,7 @@ bad case input as one clear error in each front door; each limit's verdict in th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -393,6 +394,10 @@ def test_magic_checker_function_file_and_show_output(ip, exercise):
     assert "--checker: notfun is a int, not a function" in str(r.error_in_exec)
     r, _ = magic(ip, "c --cases pairs --checker judge --server 127.0.0.1:1", SUM_C)
     assert r.error_in_exec.status is Status.REJECTED and "runs only on this machine" in str(r.error_in_exec)
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="--checker, --show-output cannot be a session default"):
+        ip.run_line_magic("dcodex", "config --checker judge --show-output")
 
 
 @pytest.mark.parametrize("kind", BAD)
@@ -403,3 +408,67 @@ def test_magic_bad_cases_is_one_usage_error(ip, tmp_path, kind):
     r, captured = magic(ip, f"c --cases {d}", SUM_C)
     assert isinstance(r.error_in_exec, UsageError) and says in str(r.error_in_exec), r
     assert captured.outputs == []
+
+
+# ---------------------------------------------------------------- an ordinary user's engine
+
+ORDINARY_RUNNER = r'''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from dcodex_kernel.backends.local import LocalBackend
+from dcodex_kernel.events import collect
+from dcodex_kernel.request import Checker, Request
+from dcodex_kernel.verdicts import Case
+spec = json.load(sys.stdin)
+cases = [Case(*c) for c in spec["cases"]]
+out = {}
+for language, code in spec["checkers"].items():
+    result = collect(LocalBackend().execute(Request("c", spec["program"], cases=cases,
+                                                    checker=Checker(language, code), show_output=True)))
+    out[language] = {"status": result.status.value, "isolation": list(result.isolation),
+                     "stdout": result.stdout,
+                     "cases": [[c.name, c.verdict, c.message] for c in result.cases]}
+print(json.dumps(out))
+'''
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the suite runs as an ordinary user already")
+def test_checkers_in_an_ordinary_users_engine(tmp_path):
+    """The engine as an ordinary user (no per-run uid, a user namespace): a C and a Python
+    checker are built and run in the sandbox there too, with the same verdicts."""
+    import shutil
+    import tempfile
+
+    from .support import ordinary_user
+
+    user = ordinary_user("dcodex-hostile")
+    top = tempfile.mkdtemp(prefix="dcodex-checker-")
+    try:
+        shutil.copytree(os.path.join(os.path.dirname(os.path.dirname(__file__)), "dcodex_kernel"),
+                        os.path.join(top, "dcodex_kernel"), ignore=shutil.ignore_patterns("__pycache__"))
+        home = os.path.join(top, "home")
+        os.makedirs(home)
+        os.chown(home, user.pw_uid, user.pw_gid)
+        for dirpath, _, files in os.walk(top):
+            if not dirpath.startswith(home):
+                os.chmod(dirpath, 0o755)
+                for name in files:
+                    os.chmod(os.path.join(dirpath, name), 0o644)
+        spec = {"program": WRONG_C, "cases": [[c.name, c.input.decode(), c.expected.decode()] for c in CASES],
+                "checkers": {"c": CHECK_C, "python": CHECK_PY}}
+        proc = subprocess.run(["/usr/bin/python3", "-c", ORDINARY_RUNNER, top], input=json.dumps(spec),
+                              capture_output=True, text=True, timeout=180, cwd="/",
+                              env={"HOME": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                              user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+        if proc.returncode and "No module named 'psutil'" in proc.stderr:
+            pytest.skip("the ordinary user's /usr/bin/python3 has no psutil")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout)
+        for language in ("c", "python"):
+            got = out[language]
+            assert got["status"] == "runtime_error" and "per-run-uid" not in got["isolation"], got
+            assert [c[:2] for c in got["cases"]] == [["1", "accepted"], ["2", "wrong_answer"],
+                                                    ["3", "accepted"]], got
+            assert got["stdout"] == "=== case 1 ===\n3\n=== case 2 ===\n5\n=== case 3 ===\n42\n"
+        assert out["c"]["cases"][1][2] == "want 4" and out["python"]["cases"][1][2] == "want 4, got ['5']"
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
