@@ -510,13 +510,13 @@ class _ProgramJudge:
             ws = stack.enter_context(isolation.Workspace(self.caps))
             box = ws.workdir or CONFINED_WORKDIR
             argv = [*self.argv, *(os.path.join(box, name) for name in CHECK_FILES)]
-            said, errors = [], []
+            errors = []
             events = run_process(argv, workspace=ws, caps=self.caps, env=sandbox_env(ws.workdir),
                                  limits=self.limits, cancel=stop, phase="run", python=self.python,
                                  inputs=(*self.inputs, *((n, fd, 0o644) for n, fd in zip(CHECK_FILES, fds))))
-            _, exit = _drain(events, (), sink=lambda e: (said if e.stream == "stdout" else errors).append(e.text))
+            said, exit = _drain(events, sink=lambda e: e.stream == "stderr" and errors.append(e.text))
         status, message, code, _ = classify(exit, self.limits)
-        note = comment("".join(said))
+        note = comment(said)
         if status is Status.OK:
             return ACCEPTED, note
         if status is Status.RUNTIME_ERROR and code == 1:
