@@ -82,8 +82,15 @@ def run_local(code, language, answers, *, delay=0.0, limits=Limits(), timeout_s=
                                                feed), feed, answers, delay)
 
 
-def nothing_left():
-    return wait_until(lambda: not sandbox_processes() and not orphaned_sandbox_processes(), 5)
+@pytest.fixture
+def since() -> float:
+    return time.time()
+
+
+def nothing_left(since: float) -> bool:
+    """No process of runs started since `since` is left (other engines on this machine may be
+    running theirs meanwhile)."""
+    return wait_until(lambda: not sandbox_processes(since) and not orphaned_sandbox_processes(), 5)
 
 
 # ---- the engine ----------------------------------------------------------------------------
@@ -111,6 +118,31 @@ def test_python_input_and_readline():
     assert out == "hi Ada, then 'more'\n"
 
 
+POLL_C = r'''#include <poll.h>
+#include <stdio.h>
+int main(void) {
+    struct pollfd p = {0, POLLIN, 0};
+    printf("q? ");
+    fflush(stdout);
+    if (poll(&p, 1, -1) != 1) return 2;
+    char line[64];
+    if (fgets(line, sizeof line, stdin)) printf("got %s", line);
+    return 0;
+}
+'''
+
+SELECT_PY = ("import select, sys\nprint('ask', end='', flush=True)\n"
+             "select.select([sys.stdin], [], [])\nprint(sys.stdin.readline().strip())\n")
+
+
+@pytest.mark.parametrize("language,code,prompt,out", [
+    ("c", POLL_C, "q? ", "got yes\n"), ("python", SELECT_PY, "ask", "yes\n")], ids=["poll", "select"])
+def test_waiting_in_poll_or_select_asks_too(language, code, prompt, out):
+    prompts, stdout, result = run_local(code, language, ["yes"], limits=Limits(wall_s=5))
+    assert result.status is Status.OK, result
+    assert prompts == [prompt] and stdout == out
+
+
 def test_a_program_that_does_not_read_is_never_prompted_and_keeps_its_partial_line():
     prompts, out, result = run_local(READS_NOTHING, "python", [])
     assert result.status is Status.OK and prompts == [] and out == "slept"
@@ -131,7 +163,7 @@ def test_stdin_given_wins_over_the_feed():
     assert "sum=11" in "".join(e.text for e in events if isinstance(e, Output))
 
 
-def test_input_timeout_has_its_own_message_and_leaves_nothing():
+def test_input_timeout_has_its_own_message_and_leaves_nothing(since):
     with StdinFeed(timeout_s=0.5) as feed:
         started = time.monotonic()
         events = list(LocalBackend().execute(Request("python", PY_INPUT, limits=Limits(wall_s=5)),
@@ -141,10 +173,10 @@ def test_input_timeout_has_its_own_message_and_leaves_nothing():
     assert result.status is Status.WALL_TIMEOUT and "input timeout" in result.message
     assert "No input for 0.5 s" in result.message
     assert time.monotonic() - started < 4
-    assert nothing_left()
+    assert nothing_left(since)
 
 
-def test_cancel_while_waiting_for_input():
+def test_cancel_while_waiting_for_input(since):
     with StdinFeed() as feed, CancelToken() as cancel:
         events = LocalBackend().execute(Request("c", TWO_PROMPTS_C), cancel, feed)
         for event in events:
@@ -153,7 +185,7 @@ def test_cancel_while_waiting_for_input():
             elif isinstance(event, Result):
                 result = event
     assert result.status is Status.CANCELLED
-    assert nothing_left()
+    assert nothing_left(since)
 
 
 ORDINARY_RUNNER = r'''
@@ -195,7 +227,9 @@ def test_an_ordinary_user_engine_sees_the_program_wait(language, tmp_path):
             for name in files:
                 os.chmod(os.path.join(dirpath, name), 0o644)
         code = TWO_PROMPTS_C if language == "c" else \
-            'a = int(input("a? "))\nb = int(input("b? "))\nprint(f"sum={a + b}")\n'
+            'import select, sys\nprint("a? ", end="", flush=True)\n' \
+            'select.select([sys.stdin], [], [])\na = int(sys.stdin.readline())\n' \
+            'b = int(input("b? "))\nprint(f"sum={a + b}")\n'
         proc = subprocess.run(["/usr/bin/python3", "-c", ORDINARY_RUNNER, top, language],
                               input=code, capture_output=True, text=True, timeout=120, cwd="/",
                               env={"HOME": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
@@ -340,13 +374,13 @@ def test_kernel_stdin_option_is_not_interactive(kernels):
     assert prompts == [] and run.status == "ok" and "sum=3" in run.text()
 
 
-def test_kernel_interrupt_while_waiting(kernels):
+def test_kernel_interrupt_while_waiting(kernels, since):
     km, kc = kernels("dcodex-python")
     prompts, run = ask_cell(kc, PY_INPUT, on_prompt=lambda msg: km.interrupt_kernel())
     assert prompts == ["name? "]
     errors = [c for _, kind, c in run.outputs if kind == "error"]
     assert [e["ename"] for e in errors] == ["Interrupted"]
-    assert nothing_left()
+    assert nothing_left(since)
     assert execute(kc, 'print("after")').text() == "after\n"  # the kernel carries on
 
 
@@ -394,13 +428,13 @@ def test_magic_without_stdin_allowed_gives_eof_at_once(ipykernel):
     assert time.monotonic() - started < 10
 
 
-def test_magic_interrupt_while_waiting(ipykernel):
+def test_magic_interrupt_while_waiting(ipykernel, since):
     km, kc = ipykernel
     prompts, run = ask_cell(kc, "%%dcodex python\n" + PY_INPUT,
                             on_prompt=lambda msg: km.interrupt_kernel())
     assert prompts == ["name? "]
     assert run.status == "error" and run.reply["content"]["ename"] == "DCodeXInterrupt"
-    assert nothing_left()
+    assert nothing_left(since)
     assert execute(kc, "print('after')").text() == "after\n"
 
 
@@ -430,7 +464,7 @@ def test_remote_backend_two_prompts_and_the_wait_off_the_wall_clock(server):
     assert prompts == ["a? ", "b? "] and out == "adding\nsum=7\n"
 
 
-def test_remote_cancel_while_waiting(server):
+def test_remote_cancel_while_waiting(server, since):
     from dcodex_kernel.backends.remote import RemoteBackend
 
     backend = RemoteBackend(server.address)
@@ -444,7 +478,7 @@ def test_remote_cancel_while_waiting(server):
     finally:
         backend.close()
     assert result.status is Status.CANCELLED
-    assert nothing_left()
+    assert nothing_left(since)
 
 
 def test_kernel_cell_on_a_server_asks_too(kernels, server):
