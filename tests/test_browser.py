@@ -348,3 +348,39 @@ def test_the_test_cases_tutorial_shows_its_table(lab):
     # The last: --show-output's case headers above the checker's table and its comments.
     assert last.index("=== case 1 ===") < last.index("=== case 3 ===") < last.index("500000 + 500000 = 1000000")
     assert "3/3 accepted" in last and "TestsFailed" not in last
+
+
+ASKING_CELL = """\
+#include <iostream>
+#include <string>
+
+int main() {
+    std::string name;
+    std::cout << "Starting." << std::endl;
+    std::cout << "What is your name? ";
+    std::cin >> name;
+    std::cout << "Hello, " << name << "!" << std::endl;
+}
+"""
+
+
+def test_a_program_asks_in_an_input_box(lab):
+    """std::cin in a cell: an input box with the program's prompt appears below its output; the
+    answer typed there reaches the program (interactive stdin, issue 11)."""
+    notebook = _write_notebook(lab, "ask.ipynb", ASKING_CELL)
+    with _browser(lab, "jupyterlab-input") as page:
+        idle = _open_and_run_all(page, lab, notebook)
+        box = page.locator(".jp-Stdin-input").first
+        box.wait_for(timeout=60_000)
+        prompt = page.locator(".jp-Stdin-prompt").first.inner_text()
+        before = page.locator(".jp-CodeCell .jp-OutputArea").first.inner_text()
+        box.fill("Ada")
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-input.png"), full_page=True)
+        box.press("Enter")
+        page.locator(".jp-OutputArea-output", has_text="Hello, Ada!").first.wait_for(timeout=30_000)
+        idle.wait_for(timeout=30_000)
+        text = page.locator(".jp-CodeCell .jp-OutputArea").first.inner_text()
+
+    assert prompt.strip() == "What is your name?"
+    assert "Starting." in before  # the output printed so far came before the box
+    assert "Hello, Ada!" in text and "error" not in text.lower()
