@@ -343,6 +343,7 @@ class DCodeXKernel(Kernel):
             self._cancel = token
         events = (backend or self.backend).execute(request, token, feed)
         over = threading.Event()  # the run has ended: stop waiting for an input_reply
+        waiters: list[threading.Thread] = []
         try:
             for event in events:
                 if isinstance(event, Result):
@@ -351,7 +352,7 @@ class DCodeXKernel(Kernel):
                     if compiler:  # the build's warnings before the program's prompt
                         self._stream("stderr", "".join(compiler), silent)
                         compiler.clear()
-                    self._ask(event.prompt, feed, over)
+                    waiters.append(self._ask(event.prompt, feed, over))
                 elif event.phase == "compile":
                     compiler.append(event.text)
                 else:
@@ -365,6 +366,8 @@ class DCodeXKernel(Kernel):
         finally:
             over.set()
             events.close()  # kills the run if we are leaving early
+            for waiter in waiters:  # the stdin socket is this thread's again before the next cell
+                waiter.join()
             with self._cancel_lock:
                 self._cancel = None
             token.close()
@@ -376,7 +379,7 @@ class DCodeXKernel(Kernel):
             text = ""
         return result, text
 
-    def _ask(self, prompt: str, feed, over: threading.Event) -> None:
+    def _ask(self, prompt: str, feed, over: threading.Event) -> threading.Thread:
         """Send an input_request (after the output sent so far) and hand the input_reply to the
         feed from a thread, so the engine keeps watching the run (interrupt, input timeout)
         while the user types. ipykernel's own raw_input would block this thread."""
@@ -408,7 +411,9 @@ class DCodeXKernel(Kernel):
                     feed.answer(value if isinstance(value, str) else None)
                     return
 
-        threading.Thread(target=wait_for_reply, name="dcodex-input", daemon=True).start()
+        waiter = threading.Thread(target=wait_for_reply, name="dcodex-input", daemon=True)
+        waiter.start()
+        return waiter
 
     def _stream(self, name: str, text: str, silent: bool) -> None:
         if text and not silent:

@@ -197,7 +197,7 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
                 break
             if asker is not None:
                 for event in asker.look(time.monotonic()):
-                    yield event if isinstance(event, InputRequest) else Output("stdout", event, phase)
+                    yield event if isinstance(event, InputRequest) else Output(*event, phase)
         if asker is not None and asker.held:  # the program's last partial line
             yield Output("stdout", asker.release(), phase)
         if stopped_for:
@@ -317,8 +317,8 @@ class _Asker:
         return held
 
     def look(self, now: float) -> list:
-        """What to deliver now: an InputRequest (the program waits), the held partial line (it
-        does not), or nothing (not time to look yet)."""
+        """What to deliver now: output and an InputRequest (the program waits), the held partial
+        line (it does not), or nothing (not time to look yet). Output items are (stream, text)."""
         if self.pump.took_input:  # an answer (or the end of input) came
             self.pump.took_input = False
             if self.waiting:
@@ -329,10 +329,13 @@ class _Asker:
             return []
         if self.pump.stdin_pending() == 0 and blocked_reading(self.launcher_pid, self.inode):
             self.waiting, self.wait_started = True, now
-            return [InputRequest(self.release())]
+            # What it wrote before it blocked is in the pipes now, though perhaps not read yet
+            # (it may have written its prompt just after our last select): that goes first.
+            early = self.hold(self.pump.step(0))
+            return [*early, InputRequest(self.release())]
         self.quiet = min(self.quiet * 2, PROBE_MAX_S)
         self.look_at = now + self.quiet
-        return [self.release()] if self.held else []
+        return [("stdout", self.release())] if self.held else []
 
     def _active(self, now: float) -> None:
         self.quiet = PROBE_QUIET_S
