@@ -82,7 +82,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     src = g.add_mutually_exclusive_group()
     src.add_argument("--stdin", metavar="TEXT",
                      help=r"text fed to the program's stdin; escapes like \n and \t are understood")
-    src.add_argument("--stdin-file", metavar="PATH", help="feed this file to stdin")
+    src.add_argument("--stdin-file", metavar="PATH",
+                     help="feed this file to stdin (without --stdin or --stdin-file, a program "
+                          "that reads stdin asks: a notebook's input box, or the terminal; "
+                          "answer ^D to end the input)")
     src.add_argument("--cases", metavar="SOURCE",
                      help="run the program once per test case of this directory (NAME.in with "
                           "NAME.out or NAME.ans; the session workspace's first, e.g. written "
