@@ -171,7 +171,9 @@ def stdin_table(backend: LocalBackend, repeat: int) -> None:
         with StdinFeed() as feed:
             assert collect(backend.execute(Request(Language.C, code), None, feed)).ok
 
-    plain_ms, feed_ms = median_ms(plain, with_feed, repeat=repeat)
+    # `plain` twice: the difference between its two rows is this machine's noise, to read the
+    # feed's difference against.
+    plain_ms, feed_ms, again_ms = median_ms(plain, with_feed, plain, repeat=repeat)
     # One look at a run that waits: time blocked_reading() while the run sits in read(0).
     looks = []
     with StdinFeed() as feed:
@@ -189,6 +191,7 @@ def stdin_table(backend: LocalBackend, repeat: int) -> None:
     print(f"\ninteractive stdin: medians of {repeat} runs, milliseconds\n")
     print(f"{'cached C hello, stdin EOF (no feed)':<44} {plain_ms:7.2f}")
     print(f"{'cached C hello, interactive (a StdinFeed)':<44} {feed_ms:7.2f}  ({feed_ms - plain_ms:+.2f})")
+    print(f"{'cached C hello, stdin EOF again (noise)':<44} {again_ms:7.2f}  ({again_ms - plain_ms:+.2f})")
     print(f"{'one look at a waiting run (/proc)':<44} {statistics.median(looks) * 1000:7.3f}")
 
 
