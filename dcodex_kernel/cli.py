@@ -290,6 +290,10 @@ def _add_serve(sub) -> None:
                            "more get RESOURCE_EXHAUSTED (default: no limit)")
     work.add_argument("--rate-burst", type=int, default=10, metavar="N",
                       help="runs a client may start at once before --rate-limit applies (default 10)")
+    work.add_argument("--input-timeout", type=_typed(parse_seconds, "input timeout", "wall_s"),
+                      default=300.0, metavar="SECONDS",
+                      help="an interactive run (a client answering its program's reads) waiting "
+                           "this long for input is stopped; the wait holds a sandbox (default 300)")
     work.add_argument("--session-quota", type=_typed(parse_size, "session quota", "disk"),
                       default=64 << 20, metavar="SIZE",
                       help="room for one client session's workspace files (default and at most "
@@ -358,7 +362,8 @@ def serve_config(ns, environ=None):
         insecure=ns.insecure, strict=ns.strict, max_code_bytes=ns.max_code_bytes,
         max_stdin_bytes=ns.max_stdin_bytes, result_cache_entries=ns.result_cache_entries,
         grace_s=ns.grace, rate_limit=ns.rate_limit, rate_burst=ns.rate_burst,
-        session_quota=ns.session_quota, session_ttl_s=ns.session_ttl, max_sessions=ns.max_sessions)
+        session_quota=ns.session_quota, session_ttl_s=ns.session_ttl, max_sessions=ns.max_sessions,
+        input_timeout_s=ns.input_timeout)
     config.check()
     return config
 

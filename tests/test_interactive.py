@@ -486,3 +486,23 @@ def test_kernel_cell_on_a_server_asks_too(kernels, server):
     prompts, run = ask_cell(kc, f"%%dcodex --server {server.address}\n" + PY_INPUT, ["Bo", "^D"])
     assert run.status == "ok", run.outputs
     assert prompts == ["name? ", ""] and run.text("stdout") == "hi Bo, then ''\n"
+
+
+def test_server_input_timeout_is_its_own(since):
+    from dcodex_kernel.backends.remote import RemoteBackend
+
+    from .test_server import Served
+
+    served = Served("--input-timeout", "0.5")
+    backend = RemoteBackend(served.address)
+    try:
+        started = time.monotonic()
+        with StdinFeed() as feed:
+            events = list(backend.execute(Request("python", PY_INPUT), None, feed))
+    finally:
+        backend.close()
+        assert served.stop() == 0
+    assert isinstance(events[-2], InputRequest)
+    assert events[-1].status is Status.WALL_TIMEOUT and "No input for 0.5 s" in events[-1].message
+    assert time.monotonic() - started < 10
+    assert nothing_left(since)
