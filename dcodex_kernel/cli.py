@@ -14,7 +14,8 @@ from .backends import get_backend
 from .backends.local import LocalBackend
 from .cancel import CancelToken
 from .info import describe
-from .events import InputRequest, Result, Status
+from .events import InputRequest, Phase, Result, Status
+from .feedback import terminal_progress
 from .interactive import StdinFeed
 from .options import (OptionError, add_run_options, add_server_options, backend_options,
                       join_flag_values, parse_words, request_from, sources_from, stdin_given)
@@ -130,6 +131,7 @@ def _run(ns) -> int:
         # Ctrl-C cancels the run (the engine then reports `cancelled`) instead of tearing
         # through it; the program itself is in its own session and never sees the SIGINT.
         previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+        progress = terminal_progress(sys.stderr)
         try:
             for event in backend.execute(request, cancel, feed):
                 if isinstance(event, Result):
@@ -140,13 +142,17 @@ def _run(ns) -> int:
                     else:
                         sys.stdout.write(event.prompt)
                         sys.stdout.flush()
+                elif isinstance(event, Phase):
+                    progress(event)
                 elif ns.json:
                     out[event.stream].append(event.text)
                 else:
+                    progress.stop()  # the terminal's line goes before any other text
                     stream = sys.stdout if event.stream == "stdout" else sys.stderr
                     stream.write(event.text)
                     stream.flush()
         finally:
+            progress.stop()
             signal.signal(signal.SIGINT, previous)
     if ns.json:
         doc = result.to_dict()

@@ -1,4 +1,4 @@
-"""What the engine says back: a stream of `Output` events, then exactly one `Result`."""
+"""What the engine says back: a stream of `Output` (and `Phase`) events, then exactly one `Result`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,17 @@ class InputRequest:
     prompt: str = ""
 
 
+@dataclass(frozen=True)
+class Phase:
+    """A step of the run begins: "compile" when a compiler starts (not for a cached build;
+    `detail` says what it compiles, e.g. 'main.cpp (g++ -std=gnu++20 -O2 -Wall)'), then "run"
+    when the program starts after that compile. Only for showing progress ("compiling… 1.2 s");
+    a consumer that does not care skips it."""
+
+    name: str  # "compile" or "run"
+    detail: str = ""
+
+
 ACCEPTED = "accepted"
 WRONG_ANSWER = "wrong_answer"
 CHECKER_ERROR = "checker_error"  # the checker itself failed (crashed, a limit, a bad answer)
@@ -71,6 +82,27 @@ class CaseResult:
 
 
 @dataclass(frozen=True)
+class RunFigures:
+    """What one run of a `--repeat` series took."""
+
+    wall_s: float
+    cpu_s: float
+    peak_memory: int
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def spread(values) -> dict:
+    """{'min', 'median', 'max'} of some numbers (the median of an even count: the mean of the
+    middle two)."""
+    ordered = sorted(values)
+    n, mid = len(ordered), len(ordered) // 2
+    median = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return {"min": ordered[0], "median": median, "max": ordered[-1]}
+
+
+@dataclass(frozen=True)
 class Result:
     status: Status
     message: str = ""  # one line for people; empty when ok
@@ -89,6 +121,11 @@ class Result:
     # Result with no cases. exit_code/signal are None; cpu_s is the cases' sum, peak_memory their
     # largest, wall_s the time from the first case's start to the last one's end.
     cases: tuple[CaseResult, ...] = ()
+    # A repeated run (--repeat N, built once): one RunFigures per run that ran, in order. A run
+    # that does not end ok stops the series: its status, message, exit_code and signal are the
+    # Result's then (the message says which run). wall_s/cpu_s are the runs' medians and
+    # peak_memory their largest; `timing()` has min/median/max of each.
+    runs: tuple[RunFigures, ...] = ()
     # Filled only by `collect()`, for callers that want the whole output at the end.
     stdout: str = field(default="", repr=False)
     stderr: str = field(default="", repr=False)
@@ -97,8 +134,24 @@ class Result:
     def ok(self) -> bool:
         return self.status is Status.OK
 
+    def timing(self) -> dict | None:
+        """The figures of a repeated run, as data: {'runs': N, 'wall_s': {'min', 'median',
+        'max'}, 'cpu_s': {...}, 'peak_memory': {...}}; None for a single run."""
+        if not self.runs:
+            return None
+        return {"runs": len(self.runs),
+                **{name: spread([getattr(r, name) for r in self.runs])
+                   for name in ("wall_s", "cpu_s", "peak_memory")}}
+
     def stats(self) -> str:
-        """'12 ms wall, 3 ms cpu, 1.2 MiB peak, cached build'."""
+        """'12 ms wall, 3 ms cpu, 1.2 MiB peak, cached build'; for a repeated run
+        '10 runs, wall 51 / 52 / 60 ms, cpu …, peak … (min / median / max), cached build'."""
+        if self.runs:
+            t = self.timing()
+            ms = lambda f: " / ".join(_ms(f[k]) for k in ("min", "median", "max"))  # noqa: E731
+            mib = " / ".join(f"{t['peak_memory'][k] / (1 << 20):.1f}" for k in ("min", "median", "max"))
+            return (f"{t['runs']} runs, wall {ms(t['wall_s'])} ms, cpu {ms(t['cpu_s'])} ms, "
+                    f"peak {mib} MiB (min / median / max)" + (", cached build" if self.cached else ""))
         stats = f"{self.wall_s * 1000:.0f} ms wall, {self.cpu_s * 1000:.0f} ms cpu"
         if self.peak_memory:
             stats += f", {self.peak_memory / (1 << 20):.1f} MiB peak"
@@ -116,10 +169,16 @@ class Result:
         d["status"] = self.status.value
         d["isolation"] = list(self.isolation)
         d["cases"] = [case.to_dict() for case in self.cases]
+        d["runs"] = [run.to_dict() for run in self.runs]
         return d
 
 
-Event = Union[Output, InputRequest, Result]
+def _ms(seconds: float) -> str:
+    """Milliseconds, with a decimal below 10 ms (a hello world's 1.4 ms is not 1 ms)."""
+    return f"{seconds * 1000:.1f}" if seconds < 0.01 else f"{seconds * 1000:.0f}"
+
+
+Event = Union[Output, InputRequest, Phase, Result]
 
 
 def collect(events: Iterable[Event], on_output: Callable[[Output], None] | None = None,
@@ -138,7 +197,7 @@ def collect(events: Iterable[Event], on_output: Callable[[Output], None] | None 
             if on_input:
                 on_input(event)
             parts["stdout"].append(event.prompt)
-        else:
+        elif isinstance(event, Result):
             result = event
     if result is None:  # the contract says this cannot happen; say so loudly if it does
         raise RuntimeError("event stream ended without a Result")

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from dataclasses import dataclass
 
 import zmq
@@ -33,7 +34,8 @@ from . import __version__, case_table
 from .backends import BackendChoice, get_backend
 from .cancel import CancelToken
 from .editing import HEADER, complete, is_complete
-from .events import InputRequest, Result, Status
+from .events import InputRequest, Phase, Result, Status
+from .feedback import CompileProgress
 from .interactive import StdinFeed
 from .info import describe
 from .options import (HelpRequested, OptionError, backend_options,
@@ -313,6 +315,8 @@ class DCodeXKernel(Kernel):
                 return self._error("TestsFailed", message,
                                    [f"{RED}TestsFailed{RESET}: {message}"], silent)
         if result.ok:
+            if result.runs:  # --repeat: the series' figures, as one line of text
+                self._display({"text/plain": result.summary()}, silent)
             return self._ok()
         ename = ENAMES.get(result.status, "Error")
         if result.status is Status.CANCELLED:
@@ -344,6 +348,7 @@ class DCodeXKernel(Kernel):
         events = (backend or self.backend).execute(request, token, feed)
         over = threading.Event()  # the run has ended: stop waiting for an input_reply
         waiters: list[threading.Thread] = []
+        progress = self._progress(silent)
         try:
             for event in events:
                 if isinstance(event, Result):
@@ -353,6 +358,8 @@ class DCodeXKernel(Kernel):
                         self._stream("stderr", "".join(compiler), silent)
                         compiler.clear()
                     waiters.append(self._ask(event.prompt, feed, over))
+                elif isinstance(event, Phase):
+                    progress(event)
                 elif event.phase == "compile":
                     compiler.append(event.text)
                 else:
@@ -365,6 +372,7 @@ class DCodeXKernel(Kernel):
             result = Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
         finally:
             over.set()
+            progress.stop()  # before any output of the cell: the line must not outlive the compile
             events.close()  # kills the run if we are leaving early
             for waiter in waiters:  # the stdin socket is this thread's again before the next cell
                 waiter.join()
@@ -414,6 +422,34 @@ class DCodeXKernel(Kernel):
         waiter = threading.Thread(target=wait_for_reply, name="dcodex-input", daemon=True)
         waiter.start()
         return waiter
+
+    def _progress(self, silent: bool) -> CompileProgress:
+        """The cell's transient compile line (feedback.py): a display_data with a display_id,
+        updated while the compiler works. It starts with an empty bundle, which nbval (it keeps
+        a display's first message and ignores updates) compares as nothing, and ends with an
+        update to nothing plus a clear_output, which Jupyter clients (nbclient, JupyterLab) apply
+        to the saved notebook: the line is the cell's only output then, since the kernel holds
+        the compiler's text until the program starts."""
+        parent, display_id = self.get_parent("shell"), uuid.uuid4().hex
+
+        def send(msg_type, data=None):
+            content = ({"wait": False} if data is None else
+                       {"data": data, "metadata": {}, "transient": {"display_id": display_id}})
+            self.session.send(self.iopub_socket, msg_type, content, parent=parent,
+                              ident=self._topic(msg_type))
+
+        def show(text, first):
+            if first:
+                send("display_data", {})
+            send("update_display_data", {"text/plain": text})
+
+        def clear():
+            send("update_display_data", {})
+            send("clear_output")
+
+        if silent:
+            show = clear = lambda *_: None  # noqa: E731 (a silent cell sends nothing)
+        return CompileProgress(show, clear)
 
     def _stream(self, name: str, text: str, silent: bool) -> None:
         if text and not silent:

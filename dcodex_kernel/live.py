@@ -14,7 +14,7 @@ import threading
 from typing import Callable, NamedTuple
 
 from .cancel import CancelToken
-from .events import InputRequest, Output, Result, collect
+from .events import InputRequest, Output, Phase, Result, collect
 from .interactive import StdinFeed
 from .request import Request
 
@@ -28,14 +28,14 @@ class Run(NamedTuple):
     interrupted: bool
 
 
-def run_live(backend, request: Request, on_output: Callable[[Output], None],
+def run_live(backend, request: Request, on_output: Callable[[Output | Phase], None],
              flush: Callable[[], None] | None = None,
              ask: Callable[[str], str | None] | None = None) -> Run:
-    """Execute `request`, calling `on_output` in this thread for every Output as it arrives and
-    `flush` whenever it has caught up with the program. With `ask`, a program waiting for input
-    gets `ask(prompt)`'s answer, called in this thread (None: end of input; see interactive.py)
-    while the engine keeps watching the run. Returns once the run is over and every process of
-    it is gone, also after a KeyboardInterrupt (which cancels the run)."""
+    """Execute `request`, calling `on_output` in this thread for every Output and Phase as it
+    arrives and `flush` whenever it has caught up with the program. With `ask`, a program
+    waiting for input gets `ask(prompt)`'s answer, called in this thread (None: end of input;
+    see interactive.py) while the engine keeps watching the run. Returns once the run is over
+    and every process of it is gone, also after a KeyboardInterrupt (which cancels the run)."""
     events: queue.SimpleQueue = queue.SimpleQueue()
     box: list = []  # the worker's Result (or the exception that broke the engine)
     token = CancelToken()
@@ -71,13 +71,20 @@ def _produce(backend, request, token, events, box, feed) -> None:
             backend.execute(request, token)
         # collect() keeps stdout/stderr here, so the Result is whole even if the front door's
         # thread drops a chunk while being interrupted.
-        box.append(collect(stream, events.put, events.put))
+        box.append(collect(_phases_to(stream, events.put), events.put, events.put))
     except BaseException as e:  # an engine bug: hand it to the front door's thread
         box.append(e)
     finally:
         if stream is not None:
             stream.close()  # kills the run if it did not end on its own
         events.put(_DONE)
+
+
+def _phases_to(stream, put):
+    for event in stream:
+        if isinstance(event, Phase):
+            put(event)
+        yield event
 
 
 def _deliver(events, token, on_output, flush, ask, feed) -> bool:

@@ -21,7 +21,8 @@ from traitlets import Bool, TraitError, TraitType, Unicode, default
 
 from . import case_table
 from .backends import BackendChoice, get_backend
-from .events import Output, Result, Status
+from .events import Output, Phase, Result, Status
+from .feedback import CompileProgress, terminal_progress
 from .info import describe
 from .live import run_live
 from .options import (HelpRequested, OptionError, at_most, backend_options, file_parser,
@@ -44,7 +45,7 @@ _PER_RUN = (("LANG", "language"), ("--stdin", "stdin"), ("--stdin-file", "stdin_
             ("--stdin-var", "stdin_var"), ("--args", "args"), ("--out", "out"),
             ("--no-raise-error", "no_raise_error"), ("--quiet", "quiet"), ("--cases", "cases"),
             ("--compare", "compare"), ("--checker", "checker"), ("--show-output", "show_output"),
-            ("--sources", "sources"))
+            ("--sources", "sources"), ("--repeat", "repeat"))
 
 
 class DCodeXError(Exception):
@@ -203,7 +204,7 @@ class DCodeXMagics(Magics):
             return None
         if ns.language is None:
             raise UsageError(f"%%dcodex: missing LANG\nusage: {CELL_USAGE}")
-        return self._run(ns, cell, ns.language, local_ns=None)
+        return self._run(ns, cell, ns.language, local_ns=None, whole_cell=True)
 
     @needs_local_scope
     @line_magic("dcodex")
@@ -286,14 +287,17 @@ class DCodeXMagics(Magics):
         except (OptionError, ValueError) as e:
             raise UsageError(str(e)) from None
 
-    def _run(self, ns, code, language: Language, local_ns):
+    def _run(self, ns, code, language: Language, local_ns, whole_cell=False):
         request = self._request(ns, code, language, local_ns)
         backend = self._backend_for(ns)
-        console = _Console()
+        console = _Console(self._progress(whole_cell))
         # No input given: a program that waits for input asks through input() (in a notebook
         # ipykernel forwards it to the frontend, when the frontend allows input).
         ask = None if stdin_given(ns) else _ask
-        result, interrupted = run_live(backend, request, console.write, console.flush, ask)
+        try:
+            result, interrupted = run_live(backend, request, console.write, console.flush, ask)
+        finally:
+            console.finish()
 
         if ns.out:
             self.shell.user_ns[ns.out] = result
@@ -434,6 +438,32 @@ class DCodeXMagics(Magics):
             return bytes(value)
         raise UsageError(f"--stdin-var: {name} is a {type(value).__name__}, not str or bytes")
 
+    def _progress(self, whole_cell: bool) -> CompileProgress:
+        """The transient compile line (feedback.py). In a kernel: a display with a display_id
+        that starts as an empty bundle (what nbval keeps of it compares as nothing) and ends
+        updated to nothing; a `%%dcodex` cell also clears its outputs then, which takes the line
+        out of the saved notebook (it is the cell's only output: the compiler's text waits).
+        A `%dcodex run` line may follow other output of its cell, which stays: its line ends as
+        an empty display. In a terminal: a line on stderr, rewritten in place."""
+        if getattr(self.shell, "kernel", None) is None:
+            return terminal_progress(sys.stderr)
+        from IPython.display import clear_output, display
+
+        handle = None
+
+        def show(text, first):
+            nonlocal handle
+            if first:
+                handle = display({}, raw=True, display_id=True)
+            handle.update({"text/plain": text}, raw=True)
+
+        def clear():
+            handle.update({}, raw=True)
+            if whole_cell:
+                clear_output()
+
+        return CompileProgress(show, clear)
+
     def _color(self) -> bool:
         return str(getattr(self.shell, "colors", "nocolor")).lower() != "nocolor"
 
@@ -458,12 +488,35 @@ DCodeXMagics.dcodex_cell.__doc__ = (inspect.cleandoc(DCodeXMagics.dcodex_cell.__
 class _Console:
     """Program output to the cell: this thread's sys.stdout / sys.stderr (so %%capture and the
     kernel's per-cell streams see it), flushed when caught up or when the stream changes, so
-    stdout and stderr keep their order in a notebook."""
+    stdout and stderr keep their order in a notebook. The compiler's text waits until the
+    program starts (or the run ends), after the compile line is gone."""
 
-    def __init__(self):
+    def __init__(self, progress: CompileProgress):
         self.last = None
+        self.progress = progress
+        self.compiling = False  # between Phase("compile") and the program's start
+        self.compiler: list[Output] = []
 
-    def write(self, event: Output) -> None:
+    def write(self, event: Output | Phase) -> None:
+        if isinstance(event, Phase):
+            self.compiling = event.name == "compile"
+            self.progress(event)
+            if not self.compiling:
+                self.finish()
+        elif self.compiling:
+            self.compiler.append(event)
+        else:
+            self._write(event)
+
+    def finish(self) -> None:
+        """The compile line away, then the compiler's text."""
+        self.compiling = False
+        self.progress.stop()
+        held, self.compiler = self.compiler, []
+        for event in held:
+            self._write(event)
+
+    def _write(self, event: Output) -> None:
         stream = sys.stdout if event.stream == "stdout" else sys.stderr
         if self.last is not None and self.last is not stream:
             self.last.flush()

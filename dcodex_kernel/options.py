@@ -9,7 +9,7 @@ import re
 import shlex
 from dataclasses import replace
 
-from .request import MAX_CHECKER_BYTES, Checker, Language, Limits, Request, parse_seconds, parse_size
+from .request import MAX_CHECKER_BYTES, MAX_REPEAT, Checker, Language, Limits, Request, parse_seconds, parse_size
 from .verdicts import MODES, Case, cases_in_files, load_cases, parse_mode
 
 # Options whose value is itself a list of flags: `--cflags -O3` must not read -O3 as an option.
@@ -60,6 +60,19 @@ def _mode(text: str) -> str:
 _mode.__name__ = "comparison mode"
 
 
+def _repeat_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"repeat: {text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_REPEAT:
+        raise argparse.ArgumentTypeError(f"repeat: {value} is not between 1 and {MAX_REPEAT}")
+    return value
+
+
+_repeat_count.__name__ = "repeat count"
+
+
 def at_most(limit: str) -> str:
     return f"at most {Limits.show(limit, Limits.MAX[limit])}"
 
@@ -103,6 +116,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--show-output", action="store_true", default=None,
                    help="with --cases, show each case's output (in order, under a header line "
                         "per case); without it only the table is shown")
+    g.add_argument("--repeat", metavar="N", type=_repeat_count,
+                   help="build once, run the program N times (each run with these limits and "
+                        "stdin) and report min / median / max of wall time, CPU time and peak "
+                        f"memory; only the first run's output is shown (N at most {MAX_REPEAT})")
     g.add_argument("--cflags", metavar="FLAGS", action="append", default=[],
                    help="extra compiler flags, e.g. --cflags '-O0 -g' (repeatable)")
     g.add_argument("--ldflags", metavar="FLAGS", action="append", default=[],
@@ -334,7 +351,7 @@ def request_from(ns: argparse.Namespace, *, code: str, language: Language, base:
             cache=True if ns.cache is None else ns.cache, color=color,
             cases=tuple(cases), compare=getattr(ns, "compare", None) or "default",
             checker=checker, show_output=bool(getattr(ns, "show_output", None)),
-            files=tuple(files), sources=sources_from(ns),
+            files=tuple(files), sources=sources_from(ns), repeat=getattr(ns, "repeat", None) or 1,
         )
     except ValueError as e:
         raise OptionError(str(e)) from None

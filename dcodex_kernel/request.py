@@ -242,6 +242,9 @@ COMPILE_LIMITS = Limits(cpu_s=30.0, wall_s=60.0, memory=2 << 30, output=1 << 20,
                         disk=512 << 20)
 
 
+MAX_REPEAT = 1000  # runs of one --repeat series
+
+
 @dataclass(frozen=True)
 class Request:
     """One program to build and run. Every front door produces exactly this."""
@@ -269,6 +272,9 @@ class Request:
     # and every run get a copy of, and which of them are extra C/C++ sources to compile and link.
     files: tuple[tuple[str, bytes], ...] = ()
     sources: tuple[str, ...] = ()
+    # Run the built program this many times, each run a fresh sandbox with these limits and
+    # this stdin; the first run's output streams, the others' is not shown (see Result.runs).
+    repeat: int = 1
 
     def __post_init__(self):
         if not isinstance(self.language, Language):
@@ -281,6 +287,16 @@ class Request:
             self._check_cases()
         if self.files or self.sources:
             self._check_files()
+        if self.repeat != 1:
+            self._check_repeat()
+
+    def _check_repeat(self):
+        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int):
+            raise ValueError(f"repeat must be a whole number, got {self.repeat!r}")
+        if not 1 <= self.repeat <= MAX_REPEAT:
+            raise ValueError(f"repeat must be between 1 and {MAX_REPEAT}, got {self.repeat}")
+        if self.cases:
+            raise ValueError("repeat and cases cannot be used together")
 
     def _check_files(self):
         from .workspace import SOURCE_EXTENSIONS, check_files

@@ -34,12 +34,12 @@ from . import __version__
 from .backends.local import LocalBackend
 from .build_cache import BuildCache
 from .cancel import CancelToken
-from .events import InputRequest, Output, Result, Status
+from .events import InputRequest, Output, Phase, Result, Status
 from .interactive import StdinFeed
 from .proto import dcodex_pb2 as pb
 from .proto import dcodex_pb2_grpc as pb_grpc
 from .proto.convert import (LIMIT_FIELDS, cases_from_pb, checker_from_pb, input_to_pb,
-                            limits_to_pb, output_to_pb, result_to_pb)
+                            limits_to_pb, output_to_pb, phase_to_pb, result_to_pb)
 from .request import Language, Limits, Request
 from .sessions import SessionError, SessionStore, apply_upload
 from .workspace import MAX_BYTES as WORKSPACE_BYTES, MAX_FILES as WORKSPACE_FILES
@@ -200,8 +200,9 @@ def request_from_pb(message: pb.CodeRequest, config: ServerConfig) -> Request:
                        color=message.color, cases=cases_from_pb(message),
                        compare=message.compare or "default", checker=checker_from_pb(message),
                        show_output=message.show_output, files=files,
-                       sources=() if message.session else tuple(message.sources))
-    except ValueError as e:  # bad cases, compare mode, checker or files
+                       sources=() if message.session else tuple(message.sources),
+                       repeat=message.repeat or 1)
+    except ValueError as e:  # bad cases, compare mode, checker, files or repeat count
         raise BadRequest(str(e)) from None
 
 
@@ -523,9 +524,10 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                     yield request
                     return
             strict = self.config.strict or message.strict
-            # --result-cache-entries 0: off; an interactive run's output depends on its answers:
-            # never replayed.
-            cached = request.cache and self.results.entries > 0 and feed is None
+            # --result-cache-entries 0: off; an interactive run's output depends on its answers,
+            # and a --repeat series is a measurement: neither is replayed.
+            cached = (request.cache and self.results.entries > 0 and feed is None
+                      and request.repeat == 1)
             key = ResultCache.key(request, strict) if cached else None
             if key is not None:
                 replay = self.results.get(key)
@@ -564,6 +566,8 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                         self.results.put(key, [*kept, reply.SerializeToString()])
                 elif isinstance(event, InputRequest):
                     reply = input_to_pb(event)
+                elif isinstance(event, Phase):  # progress of this run only: a replay has none
+                    reply = phase_to_pb(event)
                 else:
                     reply = output_to_pb(event)
                     if kept is not None:

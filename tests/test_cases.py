@@ -33,7 +33,7 @@ def execute(backend, request, cancel=None):
     events = list(backend.execute(request, cancel))
     results = [e for e in events if isinstance(e, Result)]
     assert len(results) == 1 and events[-1] is results[0], "exactly one Result, last"
-    return results[0], events[:-1]
+    return results[0], [e for e in events[:-1] if isinstance(e, Output)]  # not the Phases
 
 
 SUM_C = r"""#include <stdio.h>

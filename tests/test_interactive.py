@@ -192,7 +192,7 @@ ORDINARY_RUNNER = r'''
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from dcodex_kernel.backends.local import LocalBackend
-from dcodex_kernel.events import InputRequest, Output
+from dcodex_kernel.events import InputRequest, Output, Result
 from dcodex_kernel.interactive import StdinFeed
 from dcodex_kernel.request import Limits, Request
 answers = iter(["3", "4"])
@@ -204,7 +204,7 @@ with StdinFeed() as feed:
             feed.answer(next(answers))
         elif isinstance(event, Output):
             out.append([event.stream, event.text])
-        else:
+        elif isinstance(event, Result):  # (a Phase says only how far the run is)
             out.append(["result", event.status.value, event.isolation])
 print(json.dumps(out))
 '''

@@ -16,7 +16,7 @@ from typing import Iterator
 from ..build_cache import BuildCache, cache_key
 from ..cancel import CancelToken
 from ..interactive import StdinFeed
-from ..events import ACCEPTED, CHECKER_ERROR, WRONG_ANSWER, CaseResult, Event, Output, Result, Status
+from ..events import ACCEPTED, CHECKER_ERROR, WRONG_ANSWER, CaseResult, Event, Output, Phase, Result, RunFigures, Status
 from ..languages import LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, recipe
 from ..pch import BUILD_LIMITS, PCH_PLACE, PchStore, only_own_diagnostics, ordinary_flags, wanted_header
 from ..pch import HEADERS as PCH_HEADERS
@@ -133,6 +133,9 @@ class LocalBackend:
         if request.cases:
             yield from self._execute_cases(request, cancel)
             return
+        if request.repeat > 1:
+            yield from self._execute_repeat(request, cancel)
+            return
         try:
             caps = self.caps
             workspace = isolation.Workspace(caps)
@@ -248,6 +251,58 @@ class LocalBackend:
             argv = [argv[0], "-I", "-u", "-B", "-c", _PYTHON_CHECKER, rec.source_file]
         return _ProgramJudge(caps, argv, inputs, not rec.compiles, request.limits), None
 
+    def _execute_repeat(self, request: Request, cancel: CancelToken | None) -> Iterator[Event]:
+        """Build once (as for cases), then run the program `request.repeat` times, one after
+        the other, each in its own sandbox; one Result carrying each run's figures (see
+        `Result.runs`). Only the first run's output streams."""
+        try:
+            caps = self.caps
+        except Exception as e:
+            log.exception("sandbox detection failed")
+            yield Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
+            return
+        try:
+            result = yield from self._build_and_repeat(request, caps, cancel)
+        except Exception as e:  # (GeneratorExit, a client gone, is not one: it passes through)
+            log.exception("repeated run failed")
+            result = Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
+        yield replace(result, isolation=caps.layers())
+
+    def _build_and_repeat(self, request, caps, cancel):
+        rec = recipe(request.language)
+        with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source, \
+                _memfiles(request.files) as files:
+            argv, inputs, program, cached, failed = yield from self._build_in_own_workspace(
+                rec, request, caps, source, files, cancel)
+            if failed:
+                return failed
+            runs: list[RunFigures] = []
+            try:
+                for number in range(1, request.repeat + 1):
+                    if cancel is not None and cancel.cancelled:
+                        return _repeat_result(runs, Result(Status.CANCELLED, "Interrupted"), cached)
+                    with isolation.Workspace(caps) as ws:
+                        events = run_process(argv, workspace=ws, caps=caps,
+                                             env=sandbox_env(ws.workdir), limits=request.limits,
+                                             stdin=request.stdin, cancel=cancel, phase="run",
+                                             inputs=inputs, python=not rec.compiles)
+                        if number == 1:
+                            exit = yield from events
+                        else:  # counted, not shown
+                            _, exit = _drain(events, ())
+                    status, message, code, sig = classify(exit, request.limits)
+                    runs.append(RunFigures(exit.wall_s, exit.cpu_s, exit.peak_memory))
+                    if status is not Status.OK:
+                        if status is not Status.CANCELLED:
+                            message = f"run {number} of {request.repeat}: {message}"
+                        return _repeat_result(runs, Result(status, message, exit_code=code,
+                                                           signal=sig, truncated=exit.truncated),
+                                              cached)
+                return _repeat_result(runs, Result(Status.OK, exit_code=code), cached)
+            finally:
+                if program is not None:
+                    os.close(program)
+
     def _run_cases(self, request, caps, argv, inputs, python, cancel, judge=None):
         """Every case's CaseResult, in order (the generator's return value). Cases run in worker
         threads, at most `case_parallelism` at once; the caller's cancel (or anything ending this
@@ -313,6 +368,8 @@ class LocalBackend:
         program, failed, cached = yield from self._build(rec, request, caps, ws, env, sources, cancel)
         if failed:
             return None, None, None, cached, failed
+        if not cached:  # the compile announced itself: say it is over
+            yield Phase("run")
         return rec.run_argv(request.args), ((PROGRAM, program, 0o755), *files), program, cached, None
 
     def _build(self, rec, request, caps, ws, env, sources, cancel):
@@ -332,6 +389,7 @@ class LocalBackend:
             if replay:  # the warnings of the build that made this program
                 yield Output("stderr", replay if request.color else _ANSI.sub("", replay), "compile")
             return program, None, True
+        yield Phase("compile", compile_summary(rec, request))
         built = self._build_with_pch(rec, request, caps, ws, env, sources, cancel, argv)
         if built is not None:
             exit, said, program = built
@@ -423,6 +481,18 @@ class LocalBackend:
             log.info("could not precompile (%s %s): %s", status.value, message, said[-500:])
             return False
         return True
+
+
+def compile_summary(rec, request, width: int = 48) -> str:
+    """'main.cpp (g++ -std=gnu++20 -O2 -Wall -g)': what a compile works on, for a progress line;
+    the command is cut to about `width` characters."""
+    command = os.environ.get(rec.compiler_env) or rec.default_compiler
+    words = [os.path.basename(command.split()[0]), *rec.default_flags, *request.cflags]
+    shown = " ".join(words)
+    if len(shown) > width:
+        shown = shown[:width].rsplit(" ", 1)[0] + " …"
+    files = " ".join([rec.source_file, *request.sources])
+    return f"{files} ({shown})"
 
 
 def _drain(events, streams=("stdout",), sink=None) -> tuple[str, object]:
@@ -549,6 +619,16 @@ class _FunctionJudge:
         if accepted:
             return ACCEPTED, note
         return WRONG_ANSWER, note or "rejected by the checker"
+
+
+def _repeat_result(runs: list[RunFigures], ending: Result, cached: bool) -> Result:
+    """The one Result of a repeated run: `ending`'s status (ok, or the run that stopped the
+    series), the runs' figures (see `Result.runs`)."""
+    if not runs:
+        return replace(ending, cached=cached)
+    timing = Result(Status.OK, runs=tuple(runs)).timing()
+    return replace(ending, cached=cached, runs=tuple(runs), wall_s=timing["wall_s"]["median"],
+                   cpu_s=timing["cpu_s"]["median"], peak_memory=timing["peak_memory"]["max"])
 
 
 def _cases_result(cases: list[CaseResult], wall_s: float, cached: bool) -> Result:

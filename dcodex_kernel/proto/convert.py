@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import signal
 
-from ..events import CaseResult, Event, InputRequest, Output, Result, Status
+from ..events import CaseResult, Event, InputRequest, Output, Phase, Result, RunFigures, Status
 from ..request import Checker, Limits, Request
 from ..verdicts import Case
 from ..workspace import digest as workspace_digest
@@ -38,7 +38,8 @@ def request_to_pb(request: Request, *, strict: bool = False, session: str = "",
         args=request.args, cache=request.cache, color=request.color, strict=strict,
         cases=[pb.TestCase(name=c.name, input=c.input, expected=c.expected) for c in request.cases],
         compare=request.compare, files=dict(request.files if upload is None else upload),
-        sources=request.sources, show_output=request.show_output)
+        sources=request.sources, show_output=request.show_output,
+        repeat=request.repeat if request.repeat > 1 else 0)
     if isinstance(request.checker, Checker):
         message.checker.CopyFrom(pb.CheckerProgram(language=request.checker.language.value,
                                                    code=request.checker.code, name=request.checker.name))
@@ -74,6 +75,11 @@ def input_to_pb(event: InputRequest) -> pb.ExecutionLog:
     return pb.ExecutionLog(phase=pb.RUN, input_wanted=pb.InputWanted(prompt=text(event.prompt)))
 
 
+def phase_to_pb(event: Phase) -> pb.ExecutionLog:
+    return pb.ExecutionLog(phase=PHASE_TO_PB.get(event.name, pb.RUN), phase_start=True,
+                           phase_detail=text(event.detail))
+
+
 def dcodex_note(result: Result) -> str:
     """What a DCodeX server tells a failure as on stderr, for clients that know only that."""
     lines = []
@@ -101,6 +107,8 @@ def result_to_pb(result: Result, *, elapsed_s: float = 0.0) -> pb.ExecutionLog:
         isolation=result.isolation, phase=pb.NOTE, stderr_chunk=dcodex_note(result))
     if result.exit_code is not None:
         log.exit_code = result.exit_code
+    for run in result.runs:
+        log.runs.add(wall_time_s=run.wall_s, cpu_time_s=run.cpu_s, peak_memory_bytes=run.peak_memory)
     for case in result.cases:
         wire = log.cases.add(name=text(case.name), verdict=case.verdict, message=text(case.message),
                              wall_time_s=case.wall_s, cpu_time_s=case.cpu_s,
@@ -139,11 +147,14 @@ def events_from_pb(log: pb.ExecutionLog) -> list[Event]:
             signal=log.signal or None, cpu_s=log.cpu_time_s, wall_s=log.wall_time_s,
             peak_memory=log.peak_memory_bytes, truncated=log.output_truncated,
             cached=log.build_cached or log.cache_hit, isolation=tuple(log.isolation),
-            cases=tuple(_case_from_pb(case) for case in log.cases))]
+            cases=tuple(_case_from_pb(case) for case in log.cases),
+            runs=tuple(RunFigures(r.wall_time_s, r.cpu_time_s, r.peak_memory_bytes) for r in log.runs))]
     if log.phase == pb.NOTE:
         return []
     if log.HasField("input_wanted"):
         return [InputRequest(log.input_wanted.prompt)]
+    if log.phase_start:
+        return [Phase(PHASE_FROM_PB.get(log.phase, "run"), log.phase_detail)]
     phase = PHASE_FROM_PB.get(log.phase, "run")
     events = []
     if log.stdout_chunk:

@@ -50,7 +50,7 @@ class EmptyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CodeRequest(_message.Message):
-    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare", "checker", "show_output", "session", "files", "sources", "workspace_digest", "workspace_full")
+    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare", "checker", "show_output", "session", "files", "sources", "workspace_digest", "workspace_full", "repeat")
     class FilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class CodeRequest(_message.Message):
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FULL_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_FIELD_NUMBER: _ClassVar[int]
     language: str
     code: str
     stdin_data: str
@@ -100,7 +101,18 @@ class CodeRequest(_message.Message):
     sources: _containers.RepeatedScalarFieldContainer[str]
     workspace_digest: str
     workspace_full: bool
-    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ..., checker: _Optional[_Union[CheckerProgram, _Mapping]] = ..., show_output: _Optional[bool] = ..., session: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ..., sources: _Optional[_Iterable[str]] = ..., workspace_digest: _Optional[str] = ..., workspace_full: _Optional[bool] = ...) -> None: ...
+    repeat: int
+    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ..., checker: _Optional[_Union[CheckerProgram, _Mapping]] = ..., show_output: _Optional[bool] = ..., session: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ..., sources: _Optional[_Iterable[str]] = ..., workspace_digest: _Optional[str] = ..., workspace_full: _Optional[bool] = ..., repeat: _Optional[int] = ...) -> None: ...
+
+class RunFigures(_message.Message):
+    __slots__ = ("wall_time_s", "cpu_time_s", "peak_memory_bytes")
+    WALL_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    CPU_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    wall_time_s: float
+    cpu_time_s: float
+    peak_memory_bytes: int
+    def __init__(self, wall_time_s: _Optional[float] = ..., cpu_time_s: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class TestCase(_message.Message):
     __slots__ = ("name", "input", "expected")
@@ -163,7 +175,7 @@ class Limits(_message.Message):
     def __init__(self, cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., processes: _Optional[int] = ..., file_size_bytes: _Optional[int] = ..., open_files: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class ExecutionLog(_message.Message):
-    __slots__ = ("stdout_chunk", "stderr_chunk", "peak_memory_bytes", "execution_time_ms", "cache_hit", "wall_clock_timeout", "output_truncated", "status", "phase", "message", "exit_code", "signal", "cpu_time_s", "wall_time_s", "build_cached", "isolation", "cases", "workspace_stale", "input_wanted")
+    __slots__ = ("stdout_chunk", "stderr_chunk", "peak_memory_bytes", "execution_time_ms", "cache_hit", "wall_clock_timeout", "output_truncated", "status", "phase", "message", "exit_code", "signal", "cpu_time_s", "wall_time_s", "build_cached", "isolation", "cases", "workspace_stale", "input_wanted", "phase_start", "phase_detail", "runs")
     STDOUT_CHUNK_FIELD_NUMBER: _ClassVar[int]
     STDERR_CHUNK_FIELD_NUMBER: _ClassVar[int]
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +195,9 @@ class ExecutionLog(_message.Message):
     CASES_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_STALE_FIELD_NUMBER: _ClassVar[int]
     INPUT_WANTED_FIELD_NUMBER: _ClassVar[int]
+    PHASE_START_FIELD_NUMBER: _ClassVar[int]
+    PHASE_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
     stdout_chunk: str
     stderr_chunk: str
     peak_memory_bytes: int
@@ -202,7 +217,10 @@ class ExecutionLog(_message.Message):
     cases: _containers.RepeatedCompositeFieldContainer[CaseResult]
     workspace_stale: bool
     input_wanted: InputWanted
-    def __init__(self, stdout_chunk: _Optional[str] = ..., stderr_chunk: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., execution_time_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., wall_clock_timeout: _Optional[bool] = ..., output_truncated: _Optional[bool] = ..., status: _Optional[_Union[Status, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., build_cached: _Optional[bool] = ..., isolation: _Optional[_Iterable[str]] = ..., cases: _Optional[_Iterable[_Union[CaseResult, _Mapping]]] = ..., workspace_stale: _Optional[bool] = ..., input_wanted: _Optional[_Union[InputWanted, _Mapping]] = ...) -> None: ...
+    phase_start: bool
+    phase_detail: str
+    runs: _containers.RepeatedCompositeFieldContainer[RunFigures]
+    def __init__(self, stdout_chunk: _Optional[str] = ..., stderr_chunk: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., execution_time_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., wall_clock_timeout: _Optional[bool] = ..., output_truncated: _Optional[bool] = ..., status: _Optional[_Union[Status, str]] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cpu_time_s: _Optional[float] = ..., wall_time_s: _Optional[float] = ..., build_cached: _Optional[bool] = ..., isolation: _Optional[_Iterable[str]] = ..., cases: _Optional[_Iterable[_Union[CaseResult, _Mapping]]] = ..., workspace_stale: _Optional[bool] = ..., input_wanted: _Optional[_Union[InputWanted, _Mapping]] = ..., phase_start: _Optional[bool] = ..., phase_detail: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[RunFigures, _Mapping]]] = ...) -> None: ...
 
 class InputWanted(_message.Message):
     __slots__ = ("prompt",)
