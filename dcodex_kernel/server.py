@@ -524,11 +524,12 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                     yield request
                     return
             strict = self.config.strict or message.strict
-            # --result-cache-entries 0: off; an interactive run's output depends on its answers,
-            # and a --repeat series is a measurement: neither is replayed.
-            cached = (request.cache and self.results.entries > 0 and feed is None
-                      and request.repeat == 1)
-            key = ResultCache.key(request, strict) if cached else None
+            # --result-cache-entries 0: off; a --repeat series is a measurement: not replayed.
+            # A client that can answer input (the magics, the kernels) has entries of its own (a
+            # program reading stdin gets EOF without an answerer, asks with one), and only its
+            # runs that never asked are kept (below): their output depended on no answer.
+            cached = request.cache and self.results.entries > 0 and request.repeat == 1
+            key = (*ResultCache.key(request, strict), feed is not None) if cached else None
             if key is not None:
                 replay = self.results.get(key)
                 self.metrics.count("hits" if replay else "misses")
@@ -566,6 +567,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                         self.results.put(key, [*kept, reply.SerializeToString()])
                 elif isinstance(event, InputRequest):
                     reply = input_to_pb(event)
+                    kept = None  # what follows depends on the answers: never replayed
                 elif isinstance(event, Phase):  # progress of this run only: a replay has none
                     reply = phase_to_pb(event)
                 else:

@@ -20,7 +20,7 @@ import pytest
 
 from dcodex_kernel.backends.local import LocalBackend
 from dcodex_kernel.cancel import CancelToken
-from dcodex_kernel.events import InputRequest, Output, Result, Status
+from dcodex_kernel.events import InputRequest, Output, Result, Status, collect
 from dcodex_kernel.interactive import StdinFeed
 from dcodex_kernel.request import Limits, Request
 
@@ -462,6 +462,33 @@ def test_remote_backend_two_prompts_and_the_wait_off_the_wall_clock(server):
         backend.close()
     assert result.status is Status.OK, result
     assert prompts == ["a? ", "b? "] and out == "adding\nsum=7\n"
+
+
+def test_the_servers_result_cache_with_an_answerer(server):
+    """A run from a client that can answer is replayed to such a client if it never asked (its
+    output depended on no answer); one that asked never is. A run without an answerer (the
+    program read EOF) is never replayed to one that has one: that program would ask."""
+    from dcodex_kernel.backends.remote import RemoteBackend
+
+    backend = RemoteBackend(server.address)
+    quiet = 'print("no input needed")\n'
+    asks = 'print("got", input("n? "))\n'
+    try:
+        def run(code, answers=()):
+            with StdinFeed() as feed:
+                return converse(backend.execute(Request("python", code), None, feed), feed,
+                                list(answers))
+
+        assert not run(quiet)[2].cached and run(quiet)[2].cached
+        assert run(asks, ["1"])[:2] == (["n? "], "got 1\n")
+        prompts, out, result = run(asks, ["2"])
+        assert (prompts, out, result.cached) == (["n? "], "got 2\n", False)
+        eof = 'import sys\nprint("read", repr(sys.stdin.read()))\n'
+        assert collect(backend.execute(Request("python", eof))).stdout == "read ''\n"
+        prompts, out, result = run(eof, ["^D"])
+        assert prompts and not result.cached
+    finally:
+        backend.close()
 
 
 def test_remote_cancel_while_waiting(server, since):
