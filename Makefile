@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make run    set up, install the DCodeX kernelspecs into the venv, open JupyterLab on notebooks/"
 	@echo "make test   set up, then run the whole test suite (engine, kernel, magics, notebooks, browser)"
-	@echo "make bench  print the benchmark tables (benchmarks/)"
+	@echo "make bench  run every benchmark, print one table, write benchmarks/RESULTS.md and the README's table"
 
 # apt packages: libseccomp-dev (the sandbox launcher, built on first use, links Debian's
 # libseccomp for its system-call filter; without it runs lack that layer and say so),
@@ -71,8 +71,11 @@ $(IPY8)/.installed: pyproject.toml
 	$(IPY8)/bin/pip install -q -e . pytest 'ipython>=8,<9'
 	touch $@
 
+# One table of every benchmark (benchmarks/bench.py), also written to benchmarks/RESULTS.md and
+# the README. BENCH_ARGS=--quick for small repeat counts.
+BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/bench.py --write $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(IPY8) build *.egg-info test-artifacts

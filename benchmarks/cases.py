@@ -7,8 +7,8 @@ Targets: `--cases` from a cold build costs no more than one compile plus 20 cach
 cached `--cases` run adds under 300 ms on top of the programs themselves (the bare binary run 20
 times). Medians, sampled alternately, because this machine is shared and noisy.
 
-`main()` returns the rows (name, median ms, note) and prints the table, so `make bench` can
-import it.
+`main()` returns the rows (name, median ms, note) and prints the table; `measure()` gives the
+samples themselves, which `make bench` (benchmarks/bench.py) puts into its table.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ HELLO = '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n'
 OVERHEAD_TARGET_MS = 300.0
 
 
-def medians_ms(fns: dict, repeat: int) -> dict[str, float]:
-    """Median milliseconds of each function, sampled in turn (a drifting load falls on all)."""
+def samples_ms(fns: dict, repeat: int) -> dict[str, list[float]]:
+    """Milliseconds of each function, sampled in turn (a drifting load falls on all)."""
     for fn in fns.values():
         fn()  # warm-up
     samples = {name: [] for name in fns}
@@ -45,17 +45,13 @@ def medians_ms(fns: dict, repeat: int) -> dict[str, float]:
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) * 1000 for name, s in samples.items()}
+            samples[name].append((time.perf_counter() - start) * 1000)
+    return samples
 
 
-def main(argv: list[str] | None = None, *, show: bool = True) -> list[tuple[str, float, str]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--cases", type=int, default=20, dest="n")
-    opts = parser.parse_args(argv)
-    n = opts.n
-
+def measure(n: int, repeat: int) -> dict[str, list[float]]:
+    """The samples (ms) of each measurement: cases_cold, single_cold, single_cached, cases,
+    separate, bare (benchmarks/bench.py takes them for its table)."""
     tmp = tempfile.mkdtemp(prefix="dcodex-bench-cases-")
     try:
         backend = LocalBackend(BuildCache(os.path.join(tmp, "cache")))
@@ -85,16 +81,25 @@ def main(argv: list[str] | None = None, *, show: bool = True) -> list[tuple[str,
                 subprocess.run([exe], stdout=subprocess.PIPE, check=True)
 
         collect(backend.execute(Request(Language.C, HELLO)))  # fills the build cache
-        got = medians_ms({
+        return samples_ms({
             "cases_cold": lambda: with_cases(cache=False),
             "single_cold": lambda: one_run(cache=False),
             "single_cached": one_run,
             "cases": with_cases,
             "separate": separate_runs,
             "bare": bare,
-        }, opts.repeat)
+        }, repeat)
     finally:
         shutil.rmtree(tmp)
+
+
+def main(argv: list[str] | None = None, *, show: bool = True) -> list[tuple[str, float, str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--cases", type=int, default=20, dest="n")
+    opts = parser.parse_args(argv)
+    n = opts.n
+    got = {name: statistics.median(s) for name, s in measure(n, opts.repeat).items()}
 
     compile_ms = got["single_cold"] - got["single_cached"]
     budget = compile_ms + got["separate"]

@@ -111,9 +111,9 @@ def main() -> None:
         shutil.rmtree(tmp)
 
 
-def layer_table(caps: isolation.Capabilities, tmp: str, repeat: int) -> None:
-    """A cached C hello with the sandbox's layers added one at a time, each next to the bare
-    binary in the same run."""
+def layer_levels(caps: isolation.Capabilities) -> list[tuple[str, isolation.Capabilities]]:
+    """(name, capabilities) of each isolation level this machine has, from the bare rlimit
+    layer to the full sandbox, one layer added at a time."""
     bare = isolation.Capabilities(root=caps.root, pid_namespace=False, user_namespace=False,
                                   python_exe=caps.python_exe)
     levels = [("rlimits + private dir (bare layer)", bare)]
@@ -126,6 +126,13 @@ def layer_table(caps: isolation.Capabilities, tmp: str, repeat: int) -> None:
         levels.append(("+ seccomp", replace(caps, cgroup=None)))
     if caps.cgroup:
         levels.append((f"+ {caps.cgroup.describe()}", caps))
+    return levels
+
+
+def layer_table(caps: isolation.Capabilities, tmp: str, repeat: int) -> None:
+    """A cached C hello with the sandbox's layers added one at a time, each next to the bare
+    binary in the same run."""
+    levels = layer_levels(caps)
     code = HELLO[Language.C]
     exe = os.path.join(tmp, "hello-c")
     rec = recipe(Language.C)

@@ -62,7 +62,9 @@ def run_cell(kc, code: str, timeout: float = 60) -> float:
     return elapsed
 
 
-def measure(ksm, name: str, env: dict, runs: int) -> dict:
+def measure(ksm, name: str, env: dict, runs: int, sleeps: int = 1, extra: dict | None = None) -> dict:
+    """{'median', 'p90', 'idle_cpu'} of kernel `name`, with every sample ('times', 'idle_cpus')
+    and, for each (label: cell) of `extra`, the seconds of each of `runs` runs of that cell."""
     hello, sleeper = CELLS[name]
     km = KernelManager(kernel_name=name, kernel_spec_manager=ksm,
                        connection_file=os.path.join(env["JUPYTER_RUNTIME_DIR"], f"{name}.json"))
@@ -74,17 +76,39 @@ def measure(ksm, name: str, env: dict, runs: int) -> dict:
         for _ in range(5):  # warm up: the first run builds (and caches) the program
             run_cell(kc, hello)
         times = sorted(run_cell(kc, hello) for _ in range(runs))
+        extras = {}
+        for label, cell in (extra or {}).items():
+            run_cell(kc, cell)  # builds it
+            extras[label] = [run_cell(kc, cell) for _ in range(runs)]
         run_cell(kc, sleeper)  # build it first: measure the sleeping, not the compiler
         kernel = psutil.Process(km.provisioner.process.pid)
-        before = kernel.cpu_times()
-        run_cell(kc, sleeper)
-        after = kernel.cpu_times()
-        idle_cpu = (after.user - before.user) + (after.system - before.system)
+        idle_cpus = []
+        for _ in range(sleeps):
+            before = kernel.cpu_times()
+            run_cell(kc, sleeper)
+            after = kernel.cpu_times()
+            idle_cpus.append((after.user - before.user) + (after.system - before.system))
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
     return {"median": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))],
-            "idle_cpu": idle_cpu}
+            "idle_cpu": statistics.median(idle_cpus), "times": times, "idle_cpus": idle_cpus,
+            "extra": extras}
+
+
+def kernels_in(root: str):
+    """(a KernelSpecManager, a kernel environment) for the DCodeX kernelspecs installed into
+    the temporary prefix `root`, with Jupyter dirs and a build cache of their own under it."""
+    install(prefix=root)
+    # python3 resolves to ipykernel's own spec (this interpreter), the others to ours.
+    ksm = KernelSpecManager(kernel_dirs=[os.path.join(root, "share", "jupyter", "kernels")])
+    env = {k: v for k, v in os.environ.items() if k not in Limits.ENV}
+    for var, sub in (("IPYTHONDIR", "ipython"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                     ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_CONFIG_DIR", "config"),
+                     ("XDG_CACHE_HOME", "cache")):
+        env[var] = os.path.join(root, sub)
+        os.makedirs(env[var], exist_ok=True)
+    return ksm, env
 
 
 def main() -> int:
@@ -94,15 +118,7 @@ def main() -> int:
 
     root = tempfile.mkdtemp(prefix="dcodex-kernel-bench-")
     try:
-        install(prefix=root)
-        # python3 resolves to ipykernel's own spec (this interpreter), the others to ours.
-        ksm = KernelSpecManager(kernel_dirs=[os.path.join(root, "share", "jupyter", "kernels")])
-        env = {k: v for k, v in os.environ.items() if k not in Limits.ENV}
-        for var, sub in (("IPYTHONDIR", "ipython"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                         ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_CONFIG_DIR", "config"),
-                         ("XDG_CACHE_HOME", "cache")):
-            env[var] = os.path.join(root, sub)
-            os.makedirs(env[var], exist_ok=True)
+        ksm, env = kernels_in(root)
         results = {name: measure(ksm, name, env, ns.runs) for name in CELLS}
     finally:
         shutil.rmtree(root, ignore_errors=True)

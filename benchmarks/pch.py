@@ -51,7 +51,8 @@ def sample(fns, repeat: int) -> list[list[float]]:
 
 def rows(repeat: int = 5) -> list[dict]:
     """One row per program: {program, plain_g++, engine_without, engine_with} as (median, min, max)
-    seconds, and the speed-up of the engine with precompiled headers over plain g++."""
+    seconds, the speed-up of the engine with precompiled headers over plain g++, and the
+    samples themselves (`samples`: the same three keys, seconds)."""
     tmp = Path(tempfile.mkdtemp(prefix="dcodex-bench-pch-"))
     try:
         with_pch = LocalBackend(BuildCache(tmp / "builds"), pch=PchStore(tmp / "pch"))
@@ -77,7 +78,8 @@ def rows(repeat: int = 5) -> list[dict]:
             stats = [(statistics.median(s), min(s), max(s)) for s in (plain, off, on)]
             table.append({"program": name, "plain_g++": stats[0], "engine_without": stats[1],
                           "engine_with": stats[2], "speedup": stats[0][0] / stats[2][0],
-                          "precompiled": bool(ready)})
+                          "precompiled": bool(ready),
+                          "samples": {"plain_g++": plain, "engine_without": off, "engine_with": on}})
         return table
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
