@@ -113,6 +113,9 @@ class Size(_Parsed):
     parse = staticmethod(parse_size)
 
 
+_MISSING = object()  # no such user variable
+
+
 @magics_class
 class DCodeXMagics(Magics):
     """Run C, C++ and Python cells in the DCodeX sandbox."""
@@ -375,11 +378,8 @@ class DCodeXMagics(Magics):
         expected) pairs, named 1, 2, …, or a dict name -> pair. None: SOURCE is a path."""
         if os.path.exists(os.path.expanduser(source)) or not source.isidentifier():
             return None
-        for scope in (local_ns, self.shell.user_ns):
-            if scope is not None and source in scope:
-                value = scope[source]
-                break
-        else:
+        value = self._user_var(source, local_ns)
+        if value is _MISSING:
             return None  # the loader then says there is no such directory
         if isinstance(value, dict):
             items = [(str(name), pair) for name, pair in value.items()]
@@ -411,23 +411,24 @@ class DCodeXMagics(Magics):
         case. None: NAME is a checker file."""
         if os.path.exists(os.path.expanduser(source)) or not source.isidentifier():
             return None
-        for scope in (local_ns, self.shell.user_ns):
-            if scope is not None and source in scope:
-                value = scope[source]
-                break
-        else:
+        value = self._user_var(source, local_ns)
+        if value is _MISSING:
             return None  # the loader then says what is wrong with it as a file
         if not callable(value):
             raise UsageError(f"--checker: {source} is a {type(value).__name__}, not a function "
                              "(input, expected, actual) -> bool or (bool, comment)")
         return value
 
-    def _stdin_var(self, name, local_ns) -> bytes:
+    def _user_var(self, name, local_ns):
+        """The value of the user's variable `name` (the caller's locals first), or _MISSING."""
         for scope in (local_ns, self.shell.user_ns):
             if scope is not None and name in scope:
-                value = scope[name]
-                break
-        else:
+                return scope[name]
+        return _MISSING
+
+    def _stdin_var(self, name, local_ns) -> bytes:
+        value = self._user_var(name, local_ns)
+        if value is _MISSING:
             raise UsageError(f"--stdin-var: no variable named {name!r}")
         if isinstance(value, str):
             try:

@@ -12,7 +12,7 @@ from dcodex_kernel.backends.local import LocalBackend
 from dcodex_kernel.build_cache import BuildCache
 from dcodex_kernel.sandbox import isolation
 
-from .kernel_support import shared_pch_store
+from .kernel_support import shared_pch_store, start_kernel, stop_kernel
 from .support import PIDS_ROOT, PidsCgroup, run_dirs, wait_until_clean
 
 
@@ -53,3 +53,19 @@ def pids_cgroup():
         yield cgroup
     finally:
         cgroup.close()
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    """kernels(name) → (KernelManager, client) of a DCodeX kernel, started on first use and
+    shared by the module's tests."""
+    started = {}
+
+    def get(name):
+        if name not in started:
+            started[name] = start_kernel(name)
+        return started[name]
+
+    yield get
+    for km, kc in started.values():
+        stop_kernel(km, kc)

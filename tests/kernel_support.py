@@ -41,6 +41,20 @@ def shared_pch_store():
     return PchStore(Path(root()) / "cache" / "dcodex" / "pch")
 
 
+def ipykernel_dirs(parent, name: str) -> list[str]:
+    """`kernel_dirs` holding one kernelspec `name`: an ipykernel of this interpreter (so it
+    imports this checkout), for the magics in a real kernel."""
+    import json
+    import sys
+
+    spec = os.path.join(str(parent), name)
+    os.makedirs(spec)
+    with open(os.path.join(spec, "kernel.json"), "w") as f:
+        json.dump({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                   "display_name": name, "language": "python", "interrupt_mode": "signal"}, f)
+    return [str(parent)]
+
+
 def kernels_dir() -> str:
     return os.path.join(root(), "share", "jupyter", "kernels")
 

@@ -6,7 +6,6 @@ Phase events reach a remote client through a real server."""
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import select
@@ -22,7 +21,7 @@ from dcodex_kernel.backends.remote import RemoteBackend
 from dcodex_kernel.events import Output, Phase, Result
 from dcodex_kernel.request import Language, Request
 
-from .kernel_support import kernel_env, kernels_dir, start_kernel, stop_kernel
+from .kernel_support import ipykernel_dirs, kernel_env, kernels_dir, start_kernel, stop_kernel
 from .test_server import Served
 
 SLOW = """#include <bits/stdc++.h>
@@ -123,14 +122,8 @@ def test_kernel_compile_error_after_a_slow_compile_leaves_only_the_error(cpp_ker
 
 @pytest.fixture(scope="module")
 def magics_kernel(tmp_path_factory):
-    specs = tmp_path_factory.mktemp("kernels")
-    (specs / "magics-feedback").mkdir()
-    (specs / "magics-feedback" / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "magics feedback", "language": "python",
-    }))
     km, kc = start_kernel("magics-feedback", cold_env(tmp_path_factory.mktemp("magics")),
-                          kernel_dirs=[str(specs)])
+                          kernel_dirs=ipykernel_dirs(tmp_path_factory.mktemp("kernels"), "magics-feedback"))
     assert messages(kc, "%load_ext dcodex_kernel") == []
     yield km, kc
     stop_kernel(km, kc)
@@ -205,14 +198,10 @@ def test_saved_notebook_has_no_compile_line_and_nbval_passes(tmp_path):
 
 
 def test_magics_saved_notebook_has_no_compile_line(tmp_path):
-    specs = tmp_path / "kernels"
-    (specs / "magics-nb").mkdir(parents=True)
-    (specs / "magics-nb" / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "magics nb", "language": "python"}))
+    specs = ipykernel_dirs(tmp_path / "kernels", "magics-nb")[0]
     nb = _notebook("magics-nb", "python", ["%load_ext dcodex_kernel",
                                            "%%dcodex cpp --quiet\n" + slow_program()])
-    nb = execute_notebook(nb, tmp_path / "magics.ipynb", str(specs), cold_env(tmp_path))
+    nb = execute_notebook(nb, tmp_path / "magics.ipynb", specs, cold_env(tmp_path))
     outputs = nb.cells[1].outputs
     assert [o.output_type for o in outputs] == ["stream"] and outputs[0].text == "13\n"
 

@@ -24,7 +24,7 @@ from dcodex_kernel.events import InputRequest, Output, Result, Status, collect
 from dcodex_kernel.interactive import StdinFeed
 from dcodex_kernel.request import Limits, Request
 
-from .kernel_support import execute, start_kernel, stop_kernel
+from .kernel_support import execute, ipykernel_dirs, start_kernel, stop_kernel
 from .support import orphaned_sandbox_processes, ordinary_user, sandbox_processes, wait_until
 
 TWO_PROMPTS_C = r'''#include <stdio.h>
@@ -322,20 +322,6 @@ def ask_cell(kc, code, answers=(), delay=0.0, allow_stdin=True, on_prompt=None, 
     return answerer.prompts, run
 
 
-@pytest.fixture(scope="module")
-def kernels():
-    started = {}
-
-    def get(name):
-        if name not in started:
-            started[name] = start_kernel(name)
-        return started[name]
-
-    yield get
-    for km, kc in started.values():
-        stop_kernel(km, kc)
-
-
 def test_kernel_asks_twice_and_does_not_charge_the_wait(kernels):
     _, kc = kernels("dcodex-c")
     prompts, run = ask_cell(kc, "%%dcodex --timeout 1\n" + TWO_PROMPTS_C, ["3", "4"], delay=1.1)
@@ -389,13 +375,8 @@ def test_kernel_interrupt_while_waiting(kernels, since):
 @pytest.fixture(scope="module")
 def ipykernel(tmp_path_factory):
     """An ipykernel of this interpreter with `%load_ext dcodex_kernel`."""
-    specs = tmp_path_factory.mktemp("kernels")
-    (specs / "magics-stdin").mkdir()
-    (specs / "magics-stdin" / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "magics stdin test", "language": "python", "interrupt_mode": "signal",
-    }))
-    km, kc = start_kernel("magics-stdin", kernel_dirs=[str(specs)])
+    km, kc = start_kernel("magics-stdin",
+                          kernel_dirs=ipykernel_dirs(tmp_path_factory.mktemp("kernels"), "magics-stdin"))
     try:
         assert execute(kc, "%load_ext dcodex_kernel").status == "ok"
         yield km, kc

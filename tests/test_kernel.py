@@ -33,20 +33,6 @@ HELLO = {
 }
 
 
-@pytest.fixture(scope="module")
-def kernels():
-    started = {}
-
-    def get(name):
-        if name not in started:
-            started[name] = start_kernel(name)
-        return started[name]
-
-    yield get
-    for km, kc in started.values():
-        stop_kernel(km, kc)
-
-
 @pytest.fixture
 def c_kernel(kernels):
     return kernels("dcodex-c")

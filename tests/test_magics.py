@@ -3,7 +3,6 @@ through jupyter_client, both running programs in the real sandbox."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -19,7 +18,7 @@ from traitlets.config import Config
 from dcodex_kernel.events import Result, Status
 from dcodex_kernel.magics import DCodeXError, DCodeXInterrupt, DCodeXMagics
 
-from .kernel_support import collect, execute, start_kernel, stop_kernel
+from .kernel_support import collect, execute, ipykernel_dirs, start_kernel, stop_kernel
 from .support import (alive, descendants, ipython_shell, is_sandbox_uid, orphaned_sandbox_processes,
                       wait_until)
 
@@ -401,13 +400,8 @@ def test_unload_and_reload(ip, backend):
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
     """An ipykernel of this interpreter (so it imports this checkout) with the extension loaded."""
-    specs = tmp_path_factory.mktemp("kernels")
-    (specs / "magics-test").mkdir()
-    (specs / "magics-test" / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "magics test", "language": "python", "interrupt_mode": "signal",
-    }))
-    km, kc = start_kernel("magics-test", kernel_dirs=[str(specs)])
+    km, kc = start_kernel("magics-test",
+                          kernel_dirs=ipykernel_dirs(tmp_path_factory.mktemp("kernels"), "magics-test"))
     try:
         run = execute(kc, "%load_ext dcodex_kernel")
         assert run.status == "ok", run.reply

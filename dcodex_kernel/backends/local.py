@@ -18,8 +18,8 @@ from ..cancel import CancelToken
 from ..interactive import StdinFeed
 from ..events import ACCEPTED, CHECKER_ERROR, WRONG_ANSWER, CaseResult, Event, Output, Phase, Result, RunFigures, Status
 from ..languages import LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, recipe
-from ..pch import BUILD_LIMITS, PCH_PLACE, PchStore, only_own_diagnostics, ordinary_flags, wanted_header
-from ..pch import HEADERS as PCH_HEADERS
+from ..pch import (BUILD_LIMITS, HEADERS as PCH_HEADERS, PCH_PLACE, PchStore,
+                   only_own_diagnostics, ordinary_flags, wanted_header)
 from ..request import Checker, Language, Request
 from ..sandbox import isolation
 from ..sandbox.outcome import classify
@@ -130,11 +130,11 @@ class LocalBackend:
                 yield Result(Status.REJECTED, "strict mode: this machine lacks the sandbox layer(s) "
                              f"{', '.join(problems)}; see `dcodex doctor`")
                 return
-        if request.cases:
-            yield from self._execute_cases(request, cancel)
+        if request.cases:  # built once, then a sandbox per case (see `Result.cases`)
+            yield from self._built_once(self._build_and_run_cases, request, cancel, "cases run")
             return
-        if request.repeat > 1:
-            yield from self._execute_repeat(request, cancel)
+        if request.repeat > 1:  # built once, then a sandbox per run (see `Result.runs`)
+            yield from self._built_once(self._build_and_repeat, request, cancel, "repeated run")
             return
         try:
             caps = self.caps
@@ -175,9 +175,9 @@ class LocalBackend:
                       wall_s=exit.wall_s, peak_memory=exit.peak_memory, truncated=exit.truncated,
                       cached=cached)
 
-    def _execute_cases(self, request: Request, cancel: CancelToken | None) -> Iterator[Event]:
-        """Build once (compile output streams as usual), then run every case in its own sandbox,
-        several at a time; one Result carrying a CaseResult per case (see `Result.cases`)."""
+    def _built_once(self, body, request: Request, cancel: CancelToken | None, what: str) -> Iterator[Event]:
+        """A run that builds once and then runs several sandboxes (`body`: cases, a repeated
+        run): its events, then one Result, whatever fails on the way."""
         try:
             caps = self.caps
         except Exception as e:
@@ -185,13 +185,15 @@ class LocalBackend:
             yield Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
             return
         try:
-            result = yield from self._build_and_run_cases(request, caps, cancel)
+            result = yield from body(request, caps, cancel)
         except Exception as e:  # (GeneratorExit, a client gone, is not one: it passes through)
-            log.exception("cases run failed")
+            log.exception("%s failed", what)
             result = Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
         yield replace(result, isolation=caps.layers())
 
     def _build_and_run_cases(self, request, caps, cancel):
+        """Build once (compile output streams as usual), then run every case in its own
+        sandbox, several at a time; one Result carrying a CaseResult per case."""
         rec = recipe(request.language)
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(
@@ -251,24 +253,10 @@ class LocalBackend:
             argv = [argv[0], "-I", "-u", "-B", "-c", _PYTHON_CHECKER, rec.source_file]
         return _ProgramJudge(caps, argv, inputs, not rec.compiles, request.limits), None
 
-    def _execute_repeat(self, request: Request, cancel: CancelToken | None) -> Iterator[Event]:
+    def _build_and_repeat(self, request, caps, cancel):
         """Build once (as for cases), then run the program `request.repeat` times, one after
         the other, each in its own sandbox; one Result carrying each run's figures (see
         `Result.runs`). Only the first run's output streams."""
-        try:
-            caps = self.caps
-        except Exception as e:
-            log.exception("sandbox detection failed")
-            yield Result(Status.INTERNAL_ERROR, f"sandbox unavailable: {e}")
-            return
-        try:
-            result = yield from self._build_and_repeat(request, caps, cancel)
-        except Exception as e:  # (GeneratorExit, a client gone, is not one: it passes through)
-            log.exception("repeated run failed")
-            result = Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
-        yield replace(result, isolation=caps.layers())
-
-    def _build_and_repeat(self, request, caps, cancel):
         rec = recipe(request.language)
         with _memfile(rec.source_file, request.code.encode("utf-8", "surrogatepass")) as source, \
                 _memfiles(request.files) as files:
