@@ -112,7 +112,11 @@ class Result:
     wall_s: float = 0.0
     peak_memory: int = 0  # bytes (peak resident set of the program)
     truncated: bool = False  # the output cap was hit
-    cached: bool = False  # the build came from the build cache
+    cached: bool = False  # the build came from the build cache (this run compiled nothing)
+    # A server replayed this Result from its result cache (DCodeX's `cache_hit`): nothing ran
+    # for it; output and figures are those of the earlier run it keeps. `cached` is then False
+    # (nothing was built either).
+    replayed: bool = False
     isolation: tuple[str, ...] = ()  # sandbox layers that were active
     # A run with test cases: one CaseResult per case, in the cases' order. Its status is then
     # OK when every case is accepted; CANCELLED when it was interrupted; INTERNAL_ERROR when the
@@ -145,19 +149,24 @@ class Result:
 
     def stats(self) -> str:
         """'12 ms wall, 3 ms cpu, 1.2 MiB peak, cached build'; for a repeated run
-        '10 runs, wall 51 / 52 / 60 ms, cpu …, peak … (min / median / max), cached build'."""
+        '10 runs, wall 51 / 52 / 60 ms, cpu …, peak … (min / median / max), cached build';
+        a replayed Result ends "…, replayed from the server's result cache" instead."""
         if self.runs:
             t = self.timing()
             ms = lambda f: " / ".join(_ms(f[k]) for k in ("min", "median", "max"))  # noqa: E731
             mib = " / ".join(f"{t['peak_memory'][k] / (1 << 20):.1f}" for k in ("min", "median", "max"))
             return (f"{t['runs']} runs, wall {ms(t['wall_s'])} ms, cpu {ms(t['cpu_s'])} ms, "
-                    f"peak {mib} MiB (min / median / max)" + (", cached build" if self.cached else ""))
+                    f"peak {mib} MiB (min / median / max)" + self._origin())
         stats = f"{self.wall_s * 1000:.0f} ms wall, {self.cpu_s * 1000:.0f} ms cpu"
         if self.peak_memory:
             stats += f", {self.peak_memory / (1 << 20):.1f} MiB peak"
-        if self.cached:
-            stats += ", cached build"
-        return stats
+        return stats + self._origin()
+
+    def _origin(self) -> str:
+        """Where the program (or the whole Result) came from, when not from a fresh build."""
+        if self.replayed:
+            return ", replayed from the server's result cache"
+        return ", cached build" if self.cached else ""
 
     def summary(self) -> str:
         """The short line front doors print after a run."""

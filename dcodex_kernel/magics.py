@@ -181,8 +181,8 @@ class DCodeXMagics(Magics):
         Compile (cached) and run this cell as a C (`c`), C++ (`cpp`, `c++`) or Python (`python`,
         `py`) program in the DCodeX sandbox. Its stdout and stderr stream into the cell while it
         runs. The value of the cell is the Result (status, exit_code, stdout, stderr, cpu_s,
-        wall_s, peak_memory, cached), shown as a one-line summary; with --out VAR it is stored in
-        VAR instead. A failed run (compile error, non-zero exit, signal, a limit) raises
+        wall_s, peak_memory, cached, replayed), shown as a one-line summary; with --out VAR it
+        is stored in VAR instead. A failed run (compile error, non-zero exit, signal, a limit) raises
         DCodeXError, whose message is the one-line status, unless --no-raise-error is given.
         With --cases SOURCE (a judge-layout directory, or a variable holding a list of (input,
         expected) pairs or a dict name -> pair) the program is built once and run once per case;

@@ -539,6 +539,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                         yield pb.ExecutionLog.FromString(chunk)
                     final = pb.ExecutionLog.FromString(last)
                     final.cache_hit = True
+                    final.build_cached = False  # nothing was built for this answer either
                     self.metrics.finished(time.monotonic() - start, final.peak_memory_bytes)
                     yield final
                     return

@@ -66,6 +66,12 @@ def test_build_cache_hit_skips_compilation(tmp_path):
     second, timed = run(backend, "c", code)
     assert (first.cached, second.cached) == (False, True)
     assert text(timed) == "cached?\n"
+    # The summary says so, and only for a build; the local engine never replays a result.
+    assert "cached build" not in first.summary() and second.summary().endswith(", cached build)")
+    assert not (first.replayed or second.replayed)
+    python = [run(backend, "python", 'print("no build")\n')[0] for _ in range(2)]
+    assert [(r.cached, r.replayed) for r in python] == [(False, False)] * 2
+    assert not any("cached" in r.summary() or "replayed" in r.summary() for r in python)
     other_flags, _ = run(backend, "c", code, cflags=("-O0",))
     assert not other_flags.cached  # flags are part of the key
     no_cache, _ = run(backend, "c", code, cache=False)

@@ -460,14 +460,14 @@ def test_the_servers_result_cache_with_an_answerer(server):
                 return converse(backend.execute(Request("python", code), None, feed), feed,
                                 list(answers))
 
-        assert not run(quiet)[2].cached and run(quiet)[2].cached
+        assert not run(quiet)[2].replayed and run(quiet)[2].replayed
         assert run(asks, ["1"])[:2] == (["n? "], "got 1\n")
         prompts, out, result = run(asks, ["2"])
-        assert (prompts, out, result.cached) == (["n? "], "got 2\n", False)
+        assert (prompts, out, result.replayed) == (["n? "], "got 2\n", False)
         eof = 'import sys\nprint("read", repr(sys.stdin.read()))\n'
         assert collect(backend.execute(Request("python", eof))).stdout == "read ''\n"
         prompts, out, result = run(eof, ["^D"])
-        assert prompts and not result.cached
+        assert prompts and not result.replayed
     finally:
         backend.close()
 

@@ -64,6 +64,9 @@ def _sanitize(text: str) -> str:
     ("CPU time limit of 1 s exceeded (1.01 s used)", "CPU time limit of 1 s exceeded (1.20 s used)"),
     ("CPU time limit of 1 s exceeded (1.01 s used)", "CPU time limit of 1 s exceeded (2.03 s used by 3 processes)"),
     ("\x1b[2m19 ms wall, 7 ms cpu, 1.0 MiB peak, cached build\x1b[0m", "\x1b[2m3 ms wall, 2 ms cpu, 3.4 MiB peak\x1b[0m"),
+    ("[dcodex] ok (44 ms wall, 24 ms cpu, 3.7 MiB peak, replayed from the server's result cache)",
+     "[dcodex] ok (5 ms wall, 2 ms cpu, 1.2 MiB peak, cached build)"),
+    ("7 ms wall, 3 ms cpu, 0.9 MiB peak, replayed from the server's result cache", "7 ms wall, 3 ms cpu, 0.9 MiB peak"),
     # a --cases table: its time and memory columns' widths move the spaces around them
     ("case  verdict   time   memory  detail\n1     accepted  7 ms  1.3 MiB  1 + 4 = 5\n",
      "case  verdict    time   memory  detail\n1     accepted  12 ms  10.3 MiB  1 + 4 = 5\n"),

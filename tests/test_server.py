@@ -290,6 +290,85 @@ def test_result_cache_replays_successful_runs_and_can_be_refused(stub):
     assert metrics.cache_hits >= 1 and metrics.cache_misses >= 3
 
 
+REPLAYED = ", replayed from the server's result cache)"
+
+
+def test_a_replayed_result_is_told_apart_from_a_cached_build(tmp_path):
+    """`cached` (this run reused a compiled program) and `replayed` (the server's result cache
+    answered; nothing ran) each say what happened, on the wire and in every front door's summary.
+    A server of its own, with its own build cache, so which run builds is known."""
+    from IPython.utils.capture import capture_output
+
+    served = Served(env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "DCODEX_PCH": "0"})
+    remote = RemoteBackend(served.address)
+    echo_c = ('#include <stdio.h>\n'
+              'int main(void) { int n; if (scanf("%d", &n) == 1) printf("%d\\n", 2 * n); }\n')
+    try:
+        def c(stdin):
+            return collect(remote.execute(Request("c", echo_c, stdin=stdin)))
+
+        built, reused, replayed = c(b"1"), c(b"2"), c(b"1")
+        assert (built.stdout, reused.stdout, replayed.stdout) == ("2\n", "4\n", "2\n")
+        assert [(r.cached, r.replayed) for r in (built, reused, replayed)] == \
+            [(False, False), (True, False), (False, True)]
+        assert "cached build" not in built.summary() and "replayed" not in built.summary()
+        assert reused.summary().endswith(", cached build)")
+        assert replayed.summary().endswith(REPLAYED) and "cached build" not in replayed.summary()
+        assert replayed.to_dict()["replayed"] is True
+        # Python builds nothing: never "cached build", first fresh, then replayed.
+        fresh, again = (collect(remote.execute(Request("python", "print('py')\n"))) for _ in range(2))
+        assert (fresh.cached, fresh.replayed, again.cached, again.replayed) == (False, False, False, True)
+        assert fresh.summary().endswith("MiB peak)") and again.summary().endswith(REPLAYED)
+        # On the wire: a replay is DCodeX's cache_hit and built nothing; a client that knows only
+        # `build_cached or cache_hit` (before `replayed`) still sees it as cached.
+        with grpc.insecure_channel(served.address) as channel:
+            stub = pb_grpc.CodeExecutorStub(channel)
+            wire = pb.CodeRequest(language="c", code=echo_c, stdin_data="3")
+            first, last = (list(stub.Execute(wire))[-1] for _ in range(2))
+        assert first.build_cached and not first.cache_hit
+        assert last.cache_hit and not last.build_cached
+
+        # dcodex run: the summary line on stderr, `replayed` in --json.
+        program = tmp_path / "twice.py"
+        program.write_text("print('cli')\n")
+        cli = [*DCODEX, "run", str(program), "--server", served.address]
+        first, second = (subprocess.run(cli, capture_output=True, text=True, timeout=60,
+                                        stdin=subprocess.DEVNULL) for _ in range(2))
+        assert first.returncode == second.returncode == 0 and second.stdout == "cli\n", second.stderr
+        assert "replayed" not in first.stderr and "cached build" not in first.stderr
+        assert second.stderr.strip().endswith(REPLAYED), second.stderr
+        doc = json.loads(subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=60,
+                                        stdin=subprocess.DEVNULL).stdout)
+        assert (doc["replayed"], doc["cached"]) == (True, False)
+
+        # The magics: the printed summary and the Result.
+        ip = ipython_shell()
+        ip.run_line_magic("load_ext", "dcodex_kernel")
+        try:
+            for _ in range(2):
+                with capture_output() as shown:
+                    ip.run_cell_magic("dcodex", f"c --server {served.address} --stdin 5 --out res", echo_c)
+            assert ip.user_ns["res"].replayed and ip.user_ns["res"].stdout == "10\n"
+            assert shown.stdout.startswith("10\n") and shown.stdout.strip().endswith(REPLAYED), shown.stdout
+        finally:
+            ip.run_line_magic("unload_ext", "dcodex_kernel")
+
+        # A kernel: an ok cell shows no summary; its execute_reply metadata carries both flags.
+        from . import kernel_support as ks
+
+        km, kc = ks.start_kernel("dcodex-python", env={"DCODEX_SERVER": served.address})
+        try:
+            cells = [ks.execute(kc, "print('kernel')") for _ in range(2)]
+            assert [c.text("stdout") for c in cells] == ["kernel\n"] * 2
+            assert [(c.result["cached"], c.result["replayed"]) for c in cells] == \
+                [(False, False), (False, True)]
+        finally:
+            ks.stop_kernel(km, kc)
+    finally:
+        remote.close()
+        assert served.stop() == 0
+
+
 def test_size_caps_are_invalid_argument(stub):
     bad = {
         "code": pb.CodeRequest(language="c", code="x" * ((1 << 20) + 1)),
@@ -945,7 +1024,8 @@ def test_the_client_works_with_a_plain_dcodex_server():
     try:
         client = RemoteBackend(f"127.0.0.1:{port}")
         ok = collect(client.execute(request("c", "int main(void){}")))
-        assert ok.ok and ok.stdout == "out\n" and ok.peak_memory == 8192 and ok.cached
+        assert ok.ok and ok.stdout == "out\n" and ok.peak_memory == 8192 and ok.replayed and not ok.cached
+        assert ok.summary().endswith(", replayed from the server's result cache)")
         assert abs(ok.wall_s - 0.005) < 1e-6
         segv = collect(client.execute(request("c", "segv")))
         assert segv.status is Status.SIGNALED and segv.signal == 11 and "SIGSEGV" in segv.message

@@ -103,7 +103,7 @@ def result_to_pb(result: Result, *, elapsed_s: float = 0.0) -> pb.ExecutionLog:
         signal=result.signal or 0, cpu_time_s=result.cpu_s, wall_time_s=result.wall_s,
         peak_memory_bytes=result.peak_memory, execution_time_ms=max(wall_ms, 0.001),
         wall_clock_timeout=result.status is Status.WALL_TIMEOUT,
-        output_truncated=result.truncated, build_cached=result.cached,
+        output_truncated=result.truncated, build_cached=result.cached, cache_hit=result.replayed,
         isolation=result.isolation, phase=pb.NOTE, stderr_chunk=dcodex_note(result))
     if result.exit_code is not None:
         log.exit_code = result.exit_code
@@ -146,7 +146,9 @@ def events_from_pb(log: pb.ExecutionLog) -> list[Event]:
             exit_code=log.exit_code if log.HasField("exit_code") else None,
             signal=log.signal or None, cpu_s=log.cpu_time_s, wall_s=log.wall_time_s,
             peak_memory=log.peak_memory_bytes, truncated=log.output_truncated,
-            cached=log.build_cached or log.cache_hit, isolation=tuple(log.isolation),
+            # A replay built nothing (a server before `replayed` kept the first run's flag).
+            cached=log.build_cached and not log.cache_hit, replayed=log.cache_hit,
+            isolation=tuple(log.isolation),
             cases=tuple(_case_from_pb(case) for case in log.cases),
             runs=tuple(RunFigures(r.wall_time_s, r.cpu_time_s, r.peak_memory_bytes) for r in log.runs))]
     if log.phase == pb.NOTE:
@@ -172,7 +174,7 @@ def dcodex_result(last: pb.ExecutionLog, stderr: str) -> Result:
     """The Result of a run on a server that sends no status (DCodeX itself), read from its
     conventions: the last message's flags and statistics, and its ERROR lines on stderr."""
     stats = dict(wall_s=last.execution_time_ms / 1000, peak_memory=last.peak_memory_bytes,
-                 truncated=last.output_truncated, cached=last.cache_hit)
+                 truncated=last.output_truncated, replayed=last.cache_hit)
     killed, exited = _KILLED.search(stderr), _EXITED.search(stderr)
     if last.wall_clock_timeout:
         return Result(Status.WALL_TIMEOUT, "Wall-clock limit exceeded",
