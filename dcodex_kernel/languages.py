@@ -17,6 +17,7 @@ from .request import Language
 LINEBUF_SOURCE = Path(__file__).with_name("runtime") / "linebuf.c"
 LINEBUF_FILE = "dcodex_linebuf.c"
 PROGRAM = "main"  # the compiled program's file name in the run directory
+CHECK_DIR = "dcodex_check"  # where a checker's run dir holds a case's input, expected, actual
 
 
 @dataclass(frozen=True)

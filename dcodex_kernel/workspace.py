@@ -38,11 +38,11 @@ class WorkspaceError(ValueError):
 
 
 def reserved_names() -> frozenset[str]:
-    """The run's own file names (the cell's source, the program, its runtime): a workspace file
-    may not take them."""
-    from .languages import LINEBUF_FILE, PROGRAM, RECIPES
+    """The run's own file names (the cell's source, the program, its runtime, the directory of
+    a checker's case files): a workspace file may not take them, nor be in that directory."""
+    from .languages import CHECK_DIR, LINEBUF_FILE, PROGRAM, RECIPES
 
-    return frozenset({PROGRAM, LINEBUF_FILE, *(r.source_file for r in RECIPES.values())})
+    return frozenset({PROGRAM, LINEBUF_FILE, CHECK_DIR, *(r.source_file for r in RECIPES.values())})
 
 
 def check_name(name) -> str:
@@ -65,8 +65,15 @@ def check_name(name) -> str:
         raise WorkspaceError(f"{shown}: a path component is longer than 255 bytes")
     if len(parts) > MAX_DEPTH:
         raise WorkspaceError(f"{shown}: more than {MAX_DEPTH} levels of directories")
-    if name in reserved_names():
-        raise WorkspaceError(f"{shown} is the name of the cell's own program file; choose another")
+    top = parts[0]  # a directory of that name would clash with the file as much as the file
+    if top in reserved_names():
+        from .languages import CHECK_DIR
+
+        if top == CHECK_DIR:
+            raise WorkspaceError(f"{shown}: {CHECK_DIR} is where a --checker is given a case's "
+                                 "input, expected and actual output; choose another name")
+        what = shown if top == name else f"{shown}: {top!r}"
+        raise WorkspaceError(f"{what} is the name of the cell's own program file; choose another")
     return name
 
 

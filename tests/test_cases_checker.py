@@ -68,6 +68,70 @@ def test_a_checker_program_accepts_and_rejects_with_its_comment(backend, languag
     assert not [e for e in events if isinstance(e, Output) and e.phase == "run"]
 
 
+# The session workspace's files reach the checker as they reach the program: a reference table
+# it reads (relative to its run dir), a header a C checker includes, and files named like the
+# checker's own three, which live in dcodex_check/ (argv), so the workspace's stay as they are.
+WORKSPACE = (("table.txt", b"1 2=3\n2 2=4\n40 2=42\n"), ("input", b"workspace input\n"),
+             ("expected", b"not the case's\n"), ("want.h", b'#define TABLE "table.txt"\n'))
+TABLE_CHECK_PY = """import sys
+given, expected, actual = (open(p).read() for p in sys.argv[1:4])
+rows = dict(line.rstrip("\\n").split("=") for line in open("table.txt"))
+with open("table.txt", "a") as f:  # this run's own copy: the next case's checker gets a fresh one
+    f.write("changed=by a checker\\n")
+want = rows[given.strip()]
+where = "/".join(sys.argv[1].split("/")[-2:])
+print(f"table says {want}; {len(rows)} rows; {open('input').read().strip()!r}; {where}")
+sys.exit(0 if actual.strip() == want else 1)
+"""
+TABLE_CHECK_C = r"""#include <stdio.h>
+#include <string.h>
+#include "want.h"
+int main(int argc, char **argv) {
+    char given[64] = "", got[64] = "", line[128];
+    FILE *in = fopen(argv[1], "r"), *out = fopen(argv[3], "r"), *table = fopen(TABLE, "r");
+    if (argc != 4 || !in || !out || !table || !fgets(given, sizeof given, in)) return 2;
+    given[strcspn(given, "\n")] = 0;
+    if (fgets(got, sizeof got, out)) got[strcspn(got, "\n")] = 0;
+    while (fgets(line, sizeof line, table)) {
+        char *want = strchr(line, '=');
+        if (!want) continue;
+        *want++ = 0;
+        want[strcspn(want, "\n")] = 0;
+        if (!strcmp(line, given)) { printf("table says %s\n", want); return strcmp(want, got) != 0; }
+    }
+    return 2;
+}
+"""
+
+
+@pytest.mark.usefixtures("no_leftovers")
+@pytest.mark.parametrize("language, code", [(Language.PYTHON, TABLE_CHECK_PY), (Language.C, TABLE_CHECK_C)])
+def test_a_checker_program_gets_the_workspace_files(backend, language, code):
+    checker = Checker(language, code, "check")
+    result, _ = execute(backend, Request(Language.C, WRONG_C, cases=CASES, checker=checker,
+                                         files=WORKSPACE))
+    got = verdicts(result)
+    assert [v[:2] for v in got] == [("1", "accepted"), ("2", "wrong_answer"), ("3", "accepted")], got
+    if language is Language.PYTHON:
+        assert [v[2] for v in got] == [f"table says {n}; 3 rows; 'workspace input'; dcodex_check/input"
+                                       for n in (3, 4, 42)]
+    else:  # the header came from the workspace at its build, the table at its run
+        assert [v[2] for v in got] == ["table says 3", "table says 4", "table says 42"]
+    # Without the workspace the same checker finds no table (Python) or no header (C).
+    bare, _ = execute(backend, Request(Language.C, SUM_C, cases=CASES[:1], checker=checker))
+    if language is Language.PYTHON:
+        assert [c.verdict for c in bare.cases] == ["checker_error"]
+        assert "FileNotFoundError" in bare.cases[0].message
+    else:
+        assert bare.status is Status.COMPILE_ERROR and "want.h" in bare.message
+
+
+def test_the_checkers_own_directory_is_no_workspace_name():
+    for name in ("dcodex_check", "dcodex_check/input"):
+        with pytest.raises(ValueError, match="dcodex_check is where a --checker is given a case's input"):
+            Request(Language.C, SUM_C, files=((name, b""),))
+
+
 CRASHING = {
     "segv": (Language.C, "#include <signal.h>\nint main(void) { raise(SIGSEGV); }\n",
              "checker signaled: Killed by signal SIGSEGV"),
@@ -207,6 +271,11 @@ def test_a_checker_program_and_show_output_run_on_the_server(served):
     assert bad.status is Status.COMPILE_ERROR and bad.message.startswith("checker chk.c: ")
     refused, _ = execute(remote, Request(Language.C, SUM_C, cases=CASES, checker=lambda *_: True))
     assert refused.status is Status.REJECTED and "runs only on this machine" in refused.message
+    # The session's workspace reaches the checker on the server too.
+    table, _ = execute(remote, Request(Language.C, WRONG_C, cases=CASES, files=WORKSPACE,
+                                       checker=Checker(Language.PYTHON, TABLE_CHECK_PY, "check.py")))
+    assert [(c.verdict, c.message.split(";")[0]) for c in table.cases] == [
+        ("accepted", "table says 3"), ("wrong_answer", "table says 4"), ("accepted", "table says 42")]
 
 
 # ---------------------------------------------------------------- the front doors
@@ -247,6 +316,12 @@ def test_cli_checker_and_show_output(exercise):
     doc = json.loads(dcodex("run", "sum.c", "--cases", "cases", "--checker", "check.py", "--json",
                             cwd=exercise).stdout)
     assert [c["verdict"] for c in doc["cases"]] == ["accepted", "wrong_answer", "accepted"]
+    # --file: the checker reads it too.
+    (exercise / "table.txt").write_bytes(WORKSPACE[0][1])
+    (exercise / "check_table.py").write_text(TABLE_CHECK_PY.replace("open('input').read().strip()", "0"))
+    proc = dcodex("run", "sum.c", "--cases", "cases", "--checker", "check_table.py", "--file", "table.txt",
+                  cwd=exercise)
+    assert proc.returncode == 1 and "table says 4; 3 rows" in proc.stdout, proc.stdout + proc.stderr
 
 
 def bad_inputs(root):
@@ -344,6 +419,14 @@ def test_kernel_cases_and_checker_from_the_session_workspace(c_kernel):
     assert r.status == "error", r.outputs  # '3' is not 'anything': the cases want the checker
     assert r.text("stdout") == "=== case 1 ===\n3\n=== case 2 ===\n4\n=== case 3 ===\n42\n"
     assert r.kinds[-2:] == ["display_data", "error"]
+    # A checker that reads a reference table written with %%file (and its own `input` file).
+    for name, data in (("table.txt", WORKSPACE[0][1]), ("input", WORKSPACE[1][1]),
+                       ("check_table.py", TABLE_CHECK_PY.encode())):
+        assert run(c_kernel, f"%%file {name}\n{data.decode()}").status == "ok"
+    r = run(c_kernel, f"%%dcodex --cases cases --checker check_table.py\n{WRONG_C}")
+    assert r.kinds == ["display_data", "error"], r.outputs
+    rows = r.outputs[0][2]["data"]["text/plain"].splitlines()[1:4]
+    assert all(f"table says {n}; 3 rows; 'workspace input'" in row for n, row in zip((3, 4, 42), rows)), rows
 
 
 @pytest.mark.parametrize("kind", BAD)

@@ -48,6 +48,8 @@ def unconfined(tmp_path_factory):
     ("../x.h", "leave the workspace"), ("a/../../x", "leave the workspace"),
     ("/etc/passwd", "absolute"), ("a//b", "empty"), ("./a", "'.'"), ("", "needs a name"),
     ("a\nb", "control"), ("main.c", "own program file"), ("x" * 300, "longer than 255"),
+    ("main/data.txt", "'main' is the name of the cell's own program file"),
+    ("dcodex_check/table.txt", "where a --checker is given a case's input"),
 ])
 def test_names_that_escape_or_clash_are_refused(name, fragment):
     with pytest.raises(WorkspaceError, match=fragment):

@@ -17,7 +17,7 @@ from ..build_cache import BuildCache, cache_key
 from ..cancel import CancelToken
 from ..interactive import StdinFeed
 from ..events import ACCEPTED, CHECKER_ERROR, WRONG_ANSWER, CaseResult, Event, Output, Phase, Result, RunFigures, Status
-from ..languages import LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, recipe
+from ..languages import CHECK_DIR, LINEBUF_FILE, PROGRAM, compiler_identity, linebuf_source, recipe
 from ..pch import (BUILD_LIMITS, HEADERS as PCH_HEADERS, PCH_PLACE, PchStore,
                    only_own_diagnostics, ordinary_flags, wanted_header)
 from ..request import Checker, Language, Request
@@ -207,7 +207,7 @@ class LocalBackend:
                 return failed
             judge = None
             if isinstance(request.checker, Checker):
-                judge, failed = yield from self._build_checker(request, caps, stack, cancel)
+                judge, failed = yield from self._build_checker(request, caps, stack, files, cancel)
                 if failed:
                     return failed
             elif request.checker is not None:
@@ -231,18 +231,19 @@ class LocalBackend:
         finally:
             ws.__exit__(None, None, None)
 
-    def _build_checker(self, request, caps, stack, cancel):
+    def _build_checker(self, request, caps, stack, files, cancel):
         """(a _ProgramJudge, None), or (None, the Result of a failed build): the checker built
         like a program (the build cache, the sandbox, the request's compile limits); its fds are
-        closed by `stack`."""
+        closed by `stack`. It sees the workspace `files` as the program does (a reference table,
+        a header), when it is built and each time it runs."""
         checker = request.checker
         rec = recipe(checker.language)
         build = Request(checker.language, checker.code, compile_limits=request.compile_limits,
                         ldflags=("-lm",) if rec.compiles else (), cache=request.cache,
-                        color=request.color)
+                        color=request.color, files=request.files)
         source = stack.enter_context(_memfile(rec.source_file, checker.code.encode("utf-8", "surrogatepass")))
         argv, inputs, program, _, failed = yield from self._build_in_own_workspace(
-            rec, build, caps, source, (), cancel)
+            rec, build, caps, source, files, cancel)
         if program is not None:
             stack.callback(os.close, program)
         if failed:
@@ -552,11 +553,14 @@ except BaseException:
     traceback.print_exc()
     sys.exit(3)
 """
-CHECK_FILES = ("input", "expected", "actual")  # the files a checker program is given, in order
+# The files a checker program is given, in order, in CHECK_DIR of its run dir (a name no
+# workspace file may take, so the workspace's own `input` or `expected` is there unchanged).
+CHECK_FILES = ("input", "expected", "actual")
 
 
 class _ProgramJudge:
-    """A checker program, run for one case in a sandbox of its own (the run's limits)."""
+    """A checker program, run for one case in a sandbox of its own (the run's limits). `inputs`
+    are its own file and the workspace's, copied into each run afresh like the case's files."""
 
     def __init__(self, caps, argv, inputs, python, limits):
         self.caps, self.argv, self.inputs, self.python, self.limits = caps, argv, inputs, python, limits
@@ -567,11 +571,12 @@ class _ProgramJudge:
             fds = [stack.enter_context(_memfile(name, part)) for name, part in zip(CHECK_FILES, data)]
             ws = stack.enter_context(isolation.Workspace(self.caps))
             box = ws.workdir or CONFINED_WORKDIR
-            argv = [*self.argv, *(os.path.join(box, name) for name in CHECK_FILES)]
+            names = [f"{CHECK_DIR}/{name}" for name in CHECK_FILES]
+            argv = [*self.argv, *(os.path.join(box, name) for name in names)]
             errors = []
             events = run_process(argv, workspace=ws, caps=self.caps, env=sandbox_env(ws.workdir),
                                  limits=self.limits, cancel=stop, phase="run", python=self.python,
-                                 inputs=(*self.inputs, *((n, fd, 0o644) for n, fd in zip(CHECK_FILES, fds))))
+                                 inputs=(*self.inputs, *((n, fd, 0o644) for n, fd in zip(names, fds))))
             said, exit = _drain(events, sink=lambda e: e.stream == "stderr" and errors.append(e.text))
         status, message, code, _ = classify(exit, self.limits)
         note = comment(said)
