@@ -1,16 +1,20 @@
-"""Server throughput: cached hello-world runs through a real `dcodex serve` on 127.0.0.1 next to
-the local backend in the same run, at 1, 4 and 16 concurrent clients.
+"""Server throughput: cached hello world through `dcodex serve` next to the local backend.
 
     .venv/bin/python benchmarks/server.py [--runs N] [--rounds N] [--language c]
 
-Each client is a thread that runs hello world again and again (C, build cached; the server's
-result cache is off, so every request really runs in the sandbox); the local backend's clients
-call LocalBackend.execute in this process, the server's each have a RemoteBackend (a channel of
-their own, as every kernel and magics session has). The server allows as many sandboxes as there
-are clients, so the two sides run the same work at the same concurrency on the same machine;
-rounds alternate between them so that drifting load (the machine is shared) falls on both.
-Figures are medians over the rounds. Target (issue 10): at 4 clients the server gives >= 80 % of
-the local backend's runs/s.
+Runs/s and p50/p99 latency at 1, 4 and 16 concurrent clients, a real `dcodex serve` on 127.0.0.1
+and the local backend in the same run. Each client is a thread that runs hello world again and
+again (C, build cached; the server's result cache is off, so every request really runs in the
+sandbox); the local backend's clients call LocalBackend.execute in this process, the server's
+each have a RemoteBackend (a channel of their own, as every kernel and magics session has) and a
+CancelToken per run. They bring no answerer, so their runs go over the one-way Execute; the
+"answerer" side is the same with a StdinFeed per run, as a kernel that allows input gives, so
+over the bidirectional Session. The server allows as many sandboxes as there are clients, so the
+sides run the same work at the same concurrency on the same machine; rounds alternate between
+them so that drifting load (the machine is shared) falls on all. Figures are medians over the
+rounds. Target (issue 10): at 4 clients the server gives >= 80 % of the local backend's runs/s.
+The CPU table says where each side's CPU goes per run: client (this process), server process,
+and the programs (the server's or this process's children).
 
 `main()` returns the rows (and prints the table) so a combined `make bench` can import it.
 """
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -37,6 +42,7 @@ from dcodex_kernel.backends.remote import RemoteBackend  # noqa: E402
 from dcodex_kernel.build_cache import BuildCache  # noqa: E402
 from dcodex_kernel.cancel import CancelToken  # noqa: E402
 from dcodex_kernel.events import collect  # noqa: E402
+from dcodex_kernel.interactive import StdinFeed  # noqa: E402
 from dcodex_kernel.request import Language, Request  # noqa: E402
 
 HELLO = {
@@ -49,22 +55,53 @@ TARGET_AT_4 = 0.80
 
 
 @dataclass
+class Cpu:
+    """CPU ms per run of one side: the client process, the server process (none for the local
+    backend, whose engine is the client), and the programs (sandbox launcher and hello world)."""
+    client: float
+    server: float
+    programs: float
+
+    @property
+    def total(self) -> float:
+        return self.client + self.server + self.programs
+
+
+@dataclass
 class Row:
     clients: int
     local_runs_s: float
     local_p50_ms: float
     local_p99_ms: float
-    local_cpu_ms: float  # CPU per run: this process (engine) and its children (the program)
+    local_cpu: Cpu
     server_runs_s: float
     server_p50_ms: float
     server_p99_ms: float
-    server_cpu_ms: float  # CPU per run: client, server and the server's children
+    server_cpu: Cpu
+    answerer_runs_s: float  # the server again, each run with a StdinFeed (the Session RPC)
+    answerer_cpu: Cpu
     floor_runs_s: float  # the same client against a gRPC server that runs nothing
-    floor_cpu_ms: float
+    floor_cpu: Cpu
+
+    @property
+    def local_cpu_ms(self) -> float:
+        return self.local_cpu.total
+
+    @property
+    def server_cpu_ms(self) -> float:
+        return self.server_cpu.total
+
+    @property
+    def floor_cpu_ms(self) -> float:
+        return self.floor_cpu.total
 
     @property
     def ratio(self) -> float:
         return self.server_runs_s / self.local_runs_s
+
+    @property
+    def answerer_ratio(self) -> float:
+        return self.answerer_runs_s / self.local_runs_s
 
     @property
     def bound(self) -> float:
@@ -78,21 +115,23 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * len(values) + 0.5) - 1))]
 
 
-def cpu_seconds(processes) -> float:
-    """User + system CPU of `processes` so far, with their children that were waited for (the
-    sandbox's launcher and the program)."""
-    total = 0.0
-    for process in processes:
-        t = process.cpu_times()
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
+def cpu_seconds(client, server) -> tuple[float, float, float]:  # psutil.Process, or None
+    """User + system CPU so far of the client process, the server process (or None), and the
+    children they waited for (the sandbox's launchers and the programs)."""
+    own, children = [], 0.0
+    for process in (client, server):
+        t = process.cpu_times() if process is not None else None
+        own.append(t.user + t.system if t else 0.0)
+        children += t.children_user + t.children_system if t else 0.0
+    return own[0], own[1], children
 
 
-def measure(backends, request: Request, runs_per_client: int,
-            processes=()) -> tuple[float, list[float], float]:
+def measure(backends, request: Request, runs_per_client: int, me=None, served=None,
+            answerer: bool = False) -> tuple[float, list[float], Cpu]:
     """`len(backends)` clients, each running `request` `runs_per_client` times on its own
-    backend at once: (runs per second, each run's latency in ms, CPU ms per run of
-    `processes`)."""
+    backend at once (with a StdinFeed per run if `answerer`): (runs per second, each run's
+    latency in ms, CPU ms per run of the processes `me` (the clients') and `served` (the server,
+    if any) and of their children)."""
     latencies: list[float] = []
     failures: list[object] = []
     lock = threading.Lock()
@@ -103,24 +142,26 @@ def measure(backends, request: Request, runs_per_client: int,
         start_gate.wait()
         for _ in range(runs_per_client):
             t0 = time.perf_counter()
-            with CancelToken() as token:  # as every front door gives each run (interrupt)
-                result = collect(backend.execute(request, token))
+            # A CancelToken per run, as every front door gives (interrupt); an answerer's feed.
+            with CancelToken() as token, (StdinFeed() if answerer else nullcontext()) as feed:
+                result = collect(backend.execute(request, token, feed))
             mine.append((time.perf_counter() - t0) * 1000)
             if not (result.ok and result.stdout == "hello\n"):
                 failures.append(result)
         with lock:
             latencies.extend(mine)
 
+    cpu0 = cpu_seconds(me, served) if me is not None else (0.0,) * 3
     threads = [threading.Thread(target=client, args=(b,)) for b in backends]
     for thread in threads:
         thread.start()
-    cpu0 = cpu_seconds(processes)
     start_gate.wait()
     t0 = time.perf_counter()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - t0
-    cpu = (cpu_seconds(processes) - cpu0) * 1000 / len(latencies)
+    cpu1 = cpu_seconds(me, served) if me is not None else (0.0,) * 3
+    cpu = Cpu(*((b - a) * 1000 / len(latencies) for a, b in zip(cpu0, cpu1)))
     if failures:
         raise RuntimeError(f"{len(failures)} runs failed, e.g. {failures[0]}")
     return len(latencies) / elapsed, latencies, cpu
@@ -173,35 +214,41 @@ def main(argv: list[str] | None = None) -> list[Row]:
     floor = Server(command=[sys.executable, os.path.abspath(__file__), "--floor-server"])
     local = LocalBackend(BuildCache(os.path.join(cache_dir, "builds")))
     request = Request(Language.parse(opts.language), HELLO[opts.language])
-    me = psutil.Process()
-    sides = {"local": ([local] * max(opts.clients), [me]),
-             "server": ([RemoteBackend(server.address) for _ in range(max(opts.clients))],
-                        [me, psutil.Process(server.proc.pid)]),
-             "floor": ([RemoteBackend(floor.address) for _ in range(max(opts.clients))],
-                       [me, psutil.Process(floor.proc.pid)])}
+    me, served = psutil.Process(), psutil.Process(server.proc.pid)
+    most = max(opts.clients)
+    sides = {"local": ([local] * most, None, False),
+             "server": ([RemoteBackend(server.address) for _ in range(most)], served, False),
+             "answerer": ([RemoteBackend(server.address) for _ in range(most)], served, True),
+             "floor": ([RemoteBackend(floor.address) for _ in range(most)],
+                       psutil.Process(floor.proc.pid), False)}
     rows = []
     try:
-        for backends, _ in sides.values():  # compile once, connect, warm up
+        for backends, _, answerer in sides.values():  # compile once, connect, warm up
             for _ in range(3):
                 result = collect(backends[0].execute(request))
                 assert result.ok and result.stdout == "hello\n", result
         for n in opts.clients:
             runs_per_client = max(1, opts.runs // n)
             figures = {name: ([], [], []) for name in sides}  # rates, latencies, cpu
-            for backends, _ in sides.values():
-                measure(backends[:n], request, 1)  # every client connected before timing
+            for backends, _, answerer in sides.values():  # every client connected before timing
+                measure(backends[:n], request, 1, answerer=answerer)
             for _ in range(opts.rounds):
-                for name, (backends, processes) in sides.items():
-                    rate, latencies, cpu = measure(backends[:n], request, runs_per_client,
-                                                   processes)
+                for name, (backends, process, answerer) in sides.items():
+                    rate, latencies, cpu = measure(backends[:n], request, runs_per_client, me,
+                                                   process, answerer)
                     figures[name][0].append(rate)
                     figures[name][1].extend(latencies)
                     figures[name][2].append(cpu)
-            (lr, ll, lc), (sr, sl, sc), (fr, _, fc) = (figures[k] for k in ("local", "server", "floor"))
-            med = statistics.median
-            rows.append(Row(n, med(lr), med(ll), percentile(ll, 0.99), med(lc),
-                            med(sr), med(sl), percentile(sl, 0.99), med(sc), med(fr), med(fc)))
-        for name in ("server", "floor"):
+            row = [n]
+            for name in sides:
+                rates, latencies, cpus = figures[name]
+                row.append(statistics.median(rates))
+                if name in ("local", "server"):
+                    row += [statistics.median(latencies), percentile(latencies, 0.99)]
+                row.append(Cpu(*(statistics.median(getattr(c, f) for c in cpus)
+                                 for f in ("client", "server", "programs"))))
+            rows.append(Row(*row))
+        for name in ("server", "answerer", "floor"):
             for backend in sides[name][0]:
                 backend.close()
     finally:
@@ -209,30 +256,53 @@ def main(argv: list[str] | None = None) -> list[Row]:
         floor.stop()
         tmp.cleanup()
 
+    report(rows, opts)
+    return rows
+
+
+def report(rows: list[Row], opts) -> None:
     print(f"cached {opts.language} hello world through `dcodex serve` on 127.0.0.1 (result cache "
           f"off) and the local backend, {os.cpu_count()} cores; medians of {opts.rounds} "
-          f"alternating rounds of ~{opts.runs} runs per side, latency percentiles over all runs, "
-          "CPU ms per run of every process involved\n")
-    header = (f"{'clients':>7} | {'local runs/s':>12} {'p50':>6} {'p99':>6} {'cpu':>5} | "
-              f"{'server runs/s':>13} {'p50':>6} {'p99':>6} {'cpu':>5} | {'ratio':>5} | "
-              f"{'gRPC floor runs/s':>17} {'cpu':>5} {'bound':>5}")
+          f"alternating rounds of ~{opts.runs} runs per side, latency percentiles over all runs\n")
+    header = (f"{'clients':>7} | {'local runs/s':>12} {'p50':>6} {'p99':>6} | "
+              f"{'server runs/s':>13} {'p50':>6} {'p99':>6} {'ratio':>5} | "
+              f"{'answerer runs/s':>15} {'ratio':>5} | {'gRPC floor runs/s':>17}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r.clients:>7} | {r.local_runs_s:12.1f} {r.local_p50_ms:6.1f} {r.local_p99_ms:6.1f} "
-              f"{r.local_cpu_ms:5.1f} | {r.server_runs_s:13.1f} {r.server_p50_ms:6.1f} "
-              f"{r.server_p99_ms:6.1f} {r.server_cpu_ms:5.1f} | {r.ratio:5.0%} | "
-              f"{r.floor_runs_s:17.1f} {r.floor_cpu_ms:5.1f} {r.bound:5.0%}")
-    print("\ngRPC floor: the same RemoteBackend clients against a Python gRPC server that answers "
-          "each Session with the two\nmessages of a hello world and runs nothing; bound: the "
-          "ratio a server whose own work cost nothing beyond\nthat could reach while the cores "
-          "are busy (local cpu / (local cpu + floor cpu)).")
+        print(f"{r.clients:>7} | {r.local_runs_s:12.1f} {r.local_p50_ms:6.1f} {r.local_p99_ms:6.1f} | "
+              f"{r.server_runs_s:13.1f} {r.server_p50_ms:6.1f} {r.server_p99_ms:6.1f} "
+              f"{r.ratio:5.0%} | {r.answerer_runs_s:15.1f} {r.answerer_ratio:5.0%} | "
+              f"{r.floor_runs_s:17.1f}")
+    print("\nCPU ms per run (client process + server process + programs = total), medians:\n")
+    header = (f"{'clients':>7} | {'local':>21} | {'server (Execute)':>24} | "
+              f"{'answerer (Session)':>24} | {'gRPC floor':>12} | {'bound':>5}")
+    print(header)
+    print("-" * len(header))
+
+    def split(c: Cpu, server: bool = True) -> str:
+        return (f"{c.client:4.1f} + {c.server:3.1f} + {c.programs:3.1f} = {c.total:4.1f}" if server
+                else f"{c.client:4.1f} + {c.programs:3.1f} = {c.total:4.1f}")
+
+    for r in rows:
+        print(f"{r.clients:>7} | {split(r.local_cpu, False):>21} | {split(r.server_cpu):>24} | "
+              f"{split(r.answerer_cpu):>24} | {r.floor_cpu.client:4.1f} + {r.floor_cpu.server:3.1f}"
+              f" | {r.bound:5.0%}")
+    print("\nlocal: the engine runs in the client process. answerer: each run brings a StdinFeed, as a "
+          "kernel that allows input does,\nso it goes over the bidirectional Session instead of "
+          "Execute. gRPC floor: the same RemoteBackend clients against\na Python gRPC server that "
+          "answers each Execute with hello world's two messages and runs nothing. bound: the\n"
+          "ratio a server whose own work cost nothing beyond that could reach while the cores are "
+          "busy: local / (local + floor).")
     at4 = next((r for r in rows if r.clients == 4), None)
     if at4 is not None:
         verdict = "met" if at4.ratio >= TARGET_AT_4 else "missed"
+        extra = at4.server_cpu_ms - at4.local_cpu_ms
         print(f"target: at 4 clients the server >= {TARGET_AT_4:.0%} of local throughput: "
-              f"{at4.ratio:.0%}, {verdict} (bound {at4.bound:.0%})")
-    return rows
+              f"{at4.ratio:.0%}, {verdict} ({(at4.ratio - TARGET_AT_4) * 100:+.0f} points; bound "
+              f"{at4.bound:.0%}); the server path costs {extra:.1f} ms CPU per run more than the "
+              f"local backend, {at4.floor_cpu_ms:.1f} ms of it the gRPC floor; with an answerer "
+              f"{at4.answerer_ratio:.0%}")
 
 
 def floor_server() -> list:

@@ -6,8 +6,10 @@ thread of its own. That engine thread never waits for the client: events go into
 the gRPC handler drains, so a slow or stalled reader cannot keep a program past its wall limit,
 and what the mailbox holds is bounded by the run's output cap. A client that cancels or goes
 away has its program killed at once (the RPC's termination callback cancels the run's
-CancelToken). Successful runs are kept in a result cache (LRU, TTL, full-key compare) and
-replayed with `cache_hit`. SIGTERM drains the runs in flight, then exits.
+CancelToken); so does a Cancel RPC naming an Execute run of the same client, after which the
+run's stream ends with its own CANCELLED Result. Successful runs are kept in a result cache
+(LRU, TTL, full-key compare) and replayed with `cache_hit`. SIGTERM drains the runs in flight,
+then exits.
 """
 
 from __future__ import annotations
@@ -424,6 +426,8 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
         self._listeners = futures.ThreadPoolExecutor(2 * rpc_threads(config), "dcodex-session")
         self._sessions: SessionStore | None = None  # made with the first session
         self._sessions_lock = threading.Lock()
+        self._named: dict[str, _Guard] = {}  # Execute runs a client named (run_id), for Cancel
+        self._named_lock = threading.Lock()
 
     @property
     def sessions(self) -> SessionStore:
@@ -474,6 +478,13 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
         self._listeners.submit(listen)
         yield from self._serve(first.request, context, guard, feed)
 
+    def Cancel(self, request, context):
+        with self._named_lock:
+            guard = self._named.get(_run_key(context, request.run_id))
+        if guard is not None:
+            guard.cancel()
+        return pb.CancelReply(found=guard is not None)
+
     def GetSystemMetrics(self, request, context):
         s, m, config = self.scheduler, self.metrics, self.config
         caps = self.backend.caps
@@ -495,9 +506,12 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
         context.add_callback(guard.cancel)  # cancelled, disconnected, deadline: stop the run
         worker = None
         session, turn = None, False
+        named = None
         try:
             try:
                 request = request_from_pb(message, self.config)
+                if message.run_id:
+                    named = self._name(context, message.run_id, guard)
             except BadRequest as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             client = _client(context, len(self.config.tokens) > 1)
@@ -577,6 +591,9 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                         kept.append(reply.SerializeToString())
                 yield reply
         finally:
+            if named is not None:
+                with self._named_lock:
+                    del self._named[named]
             if worker is not None and not worker.done():  # the handler was closed mid-run
                 guard.cancel()
             if worker is None:  # else the engine thread closes them when it is done
@@ -592,6 +609,16 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                     worker.add_done_callback(done)
                 else:
                     done()
+
+    def _name(self, context, run_id: str, guard: "_Guard") -> str:
+        if len(run_id) > MAX_RUN_ID or not run_id.isprintable():
+            raise BadRequest(f"a run_id is at most {MAX_RUN_ID} printable characters")
+        key = _run_key(context, run_id)
+        with self._named_lock:
+            if key in self._named:
+                raise BadRequest("run_id is in use by another run of this client")
+            self._named[key] = guard
+        return key
 
     def _session_request(self, session, message, request):
         """The request with its session's workspace, after storing the files it brought; or
@@ -654,6 +681,14 @@ def _engine(backend, request, guard: _Guard, mailbox: Mailbox, scheduler: Schedu
         if feed is not None:
             feed.close()
         mailbox.close()
+
+
+MAX_RUN_ID = 128
+
+
+def _run_key(context, run_id: str) -> str:
+    """A named run's key: only its own client (token, else address) can cancel it."""
+    return f"{SessionStore.scope(context.invocation_metadata(), context.peer())}\0{run_id}"
 
 
 def _client(context, by_token: bool) -> str:

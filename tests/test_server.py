@@ -73,6 +73,7 @@ import grpc
 from dcodex_kernel.backends.remote import RemoteBackend
 from dcodex_kernel.cancel import CancelToken
 from dcodex_kernel.events import Output, Result, Status, collect
+from dcodex_kernel.interactive import StdinFeed
 from dcodex_kernel.proto import dcodex_pb2 as pb
 from dcodex_kernel.proto import dcodex_pb2_grpc as pb_grpc
 from dcodex_kernel.request import Limits, Request
@@ -242,7 +243,80 @@ def test_cancel_kills_the_program_and_ends_cancelled(remote):
     token.close()
     assert result.status is Status.CANCELLED, result
     assert time.monotonic() - start < 1.5
-    assert no_sandbox_left(), sandbox_processes()
+    # The server's own Result (its Cancel answered once the run was over), not one the client
+    # made up after cancelling the call: it has the run's figures, and nothing of the run is left.
+    assert result.wall_s > 0.01 and result.isolation
+    assert not sandbox_processes()
+
+
+def test_cancel_rpc_stops_the_named_run_of_its_own_client_only(tmp_path):
+    """Execute with a run_id: a Cancel naming it (same token) ends the stream with the run's
+    CANCELLED Result once nothing of it is left; another token's Cancel finds nothing, and a
+    second run may not take a name in use."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("alice-token\nbob-token\n")
+    served = Served("--token-file", str(tokens))
+    alice, bob = [(("authorization", f"Bearer {who}-token"),) for who in ("alice", "bob")]
+    try:
+        with grpc.insecure_channel(served.address) as channel:
+            stub = pb_grpc.CodeExecutorStub(channel)
+            code = "import sys, time\nsys.stdout.write('up\\n'); sys.stdout.flush()\ntime.sleep(30)\n"
+            call = stub.Execute(pb.CodeRequest(language="python", code=code, run_id="r1",
+                                               limits=pb.Limits(wall_time_s=20)), metadata=alice)
+            assert next(call).stdout_chunk == "up\n"
+            with pytest.raises(grpc.RpcError) as e:
+                list(stub.Execute(pb.CodeRequest(language="python", code="print(1)", run_id="r1"),
+                                  metadata=alice))
+            assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "in use" in e.value.details()
+            assert not stub.Cancel(pb.CancelRequest(run_id="r1"), metadata=bob).found
+            assert sandbox_processes()
+            start = time.monotonic()
+            assert stub.Cancel(pb.CancelRequest(run_id="r1"), metadata=alice).found
+            last = list(call)[-1]
+            assert last.status == pb.CANCELLED and time.monotonic() - start < 1.5
+            assert not sandbox_processes()
+            assert not stub.Cancel(pb.CancelRequest(run_id="r1"), metadata=alice).found
+            with pytest.raises(grpc.RpcError) as e:  # Cancel needs a token like every run
+                stub.Cancel(pb.CancelRequest(run_id="r1"))
+            assert e.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        assert served.stop() == 0
+
+
+def test_a_run_that_cannot_ask_for_input_goes_one_way():
+    """RemoteBackend uses the one-way Execute (named, for Cancel) unless the run can ask for
+    input (an answerer, and neither stdin nor cases given): then the bidirectional Session."""
+    from concurrent import futures
+
+    called = []
+    ok = pb.ExecutionLog(status=pb.OK, exit_code=0, peak_memory_bytes=1, execution_time_ms=1)
+
+    class Recording(pb_grpc.CodeExecutorServicer):
+        def Execute(self, req, context):
+            called.append(("Execute", bool(req.run_id), req.stream_stdin))
+            yield ok
+
+        def Session(self, messages, context):
+            called.append(("Session", bool(next(messages).request.run_id), True))
+            yield ok
+
+    served = grpc.server(futures.ThreadPoolExecutor(4))
+    pb_grpc.add_CodeExecutorServicer_to_server(Recording(), served)
+    port = served.add_insecure_port("127.0.0.1:0")
+    served.start()
+    try:
+        client = RemoteBackend(f"127.0.0.1:{port}")
+        hello = request("python", "print('hi')")
+        with CancelToken() as token, StdinFeed() as feed:
+            assert collect(client.execute(hello, token)).ok
+            assert collect(client.execute(hello, token, feed)).ok
+            assert collect(client.execute(Request(hello.language, hello.code, stdin=b"x"),
+                                          token, feed)).ok
+        assert called == [("Execute", True, False), ("Session", False, True),
+                          ("Execute", True, False)]
+        client.close()
+    finally:
+        served.stop(0)
 
 
 def test_unreachable_server_is_one_clear_result():
@@ -1027,6 +1101,8 @@ def test_the_client_works_with_a_plain_dcodex_server():
         assert ok.ok and ok.stdout == "out\n" and ok.peak_memory == 8192 and ok.replayed and not ok.cached
         assert ok.summary().endswith(", replayed from the server's result cache)")
         assert abs(ok.wall_s - 0.005) < 1e-6
+        with StdinFeed() as feed:  # an answerer: Session, UNIMPLEMENTED there, then Execute
+            assert collect(client.execute(request("c", "int main(void){}"), None, feed)).ok
         segv = collect(client.execute(request("c", "segv")))
         assert segv.status is Status.SIGNALED and segv.signal == 11 and "SIGSEGV" in segv.message
         slow = collect(client.execute(request("python", "sleep")))

@@ -45,12 +45,24 @@ RUN: Phase
 COMPILE: Phase
 NOTE: Phase
 
+class CancelRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class CancelReply(_message.Message):
+    __slots__ = ("found",)
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    def __init__(self, found: _Optional[bool] = ...) -> None: ...
+
 class EmptyRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class CodeRequest(_message.Message):
-    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare", "checker", "show_output", "session", "files", "sources", "workspace_digest", "workspace_full", "repeat")
+    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare", "checker", "show_output", "session", "files", "sources", "workspace_digest", "workspace_full", "repeat", "run_id")
     class FilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +92,7 @@ class CodeRequest(_message.Message):
     WORKSPACE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FULL_FIELD_NUMBER: _ClassVar[int]
     REPEAT_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
     language: str
     code: str
     stdin_data: str
@@ -102,7 +115,8 @@ class CodeRequest(_message.Message):
     workspace_digest: str
     workspace_full: bool
     repeat: int
-    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ..., checker: _Optional[_Union[CheckerProgram, _Mapping]] = ..., show_output: _Optional[bool] = ..., session: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ..., sources: _Optional[_Iterable[str]] = ..., workspace_digest: _Optional[str] = ..., workspace_full: _Optional[bool] = ..., repeat: _Optional[int] = ...) -> None: ...
+    run_id: str
+    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ..., checker: _Optional[_Union[CheckerProgram, _Mapping]] = ..., show_output: _Optional[bool] = ..., session: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ..., sources: _Optional[_Iterable[str]] = ..., workspace_digest: _Optional[str] = ..., workspace_full: _Optional[bool] = ..., repeat: _Optional[int] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class RunFigures(_message.Message):
     __slots__ = ("wall_time_s", "cpu_time_s", "peak_memory_bytes")

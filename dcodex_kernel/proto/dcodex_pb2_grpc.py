@@ -49,6 +49,11 @@ class CodeExecutorStub:
                 request_serializer=dcodex__pb2.ClientMessage.SerializeToString,
                 response_deserializer=dcodex__pb2.ExecutionLog.FromString,
                 _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/dcodex.CodeExecutor/Cancel',
+                request_serializer=dcodex__pb2.CancelRequest.SerializeToString,
+                response_deserializer=dcodex__pb2.CancelReply.FromString,
+                _registered_method=True)
 
 
 class CodeExecutorServicer:
@@ -80,6 +85,15 @@ class CodeExecutorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cancel(self, request, context):
+        """DCodeX Kernel: stop the Execute run this client named with `CodeRequest.run_id`. Its stream
+        then ends with the run's final ExecutionLog (status CANCELLED) once no process of it is
+        left, as a Session's cancel does; one-way Execute costs both sides much less per run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CodeExecutorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +111,11 @@ def add_CodeExecutorServicer_to_server(servicer, server):
                     servicer.Session,
                     request_deserializer=dcodex__pb2.ClientMessage.FromString,
                     response_serializer=dcodex__pb2.ExecutionLog.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=dcodex__pb2.CancelRequest.FromString,
+                    response_serializer=dcodex__pb2.CancelReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +199,33 @@ class CodeExecutor:
             '/dcodex.CodeExecutor/Session',
             dcodex__pb2.ClientMessage.SerializeToString,
             dcodex__pb2.ExecutionLog.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dcodex.CodeExecutor/Cancel',
+            dcodex__pb2.CancelRequest.SerializeToString,
+            dcodex__pb2.CancelReply.FromString,
             options,
             channel_credentials,
             insecure,
