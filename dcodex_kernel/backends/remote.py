@@ -154,7 +154,7 @@ class RemoteBackend:
         """One attempt; returns True (having yielded nothing) when the server said the session
         workspace is stale."""
         try:
-            import grpc
+            import grpc  # noqa: F401 (is grpcio there?)
 
             from ..proto import dcodex_pb2 as pb
         except ImportError as e:
