@@ -11,6 +11,7 @@ import time
 
 import psutil
 
+from dcodex_kernel.sandbox import pool
 from dcodex_kernel.sandbox.isolation import UID_BASE, UID_COUNT
 
 PIDS_ROOT = "/sys/fs/cgroup/pids"
@@ -34,6 +35,12 @@ def sandbox_processes(since: float = 0.0) -> list[psutil.Process]:
             if uids and UID_BASE <= uids.real < UID_BASE + UID_COUNT and p.info["create_time"] >= since:
                 found[p.pid] = p
     return [p for p in found.values() if alive(p)]
+
+
+def end_prestarted() -> None:
+    """End the sandboxes this process's engine made ahead of need (pool.py), waiting until they
+    are gone: what is alive afterwards is what runs left."""
+    pool.the_pool().close_idle()
 
 
 def alive(p: psutil.Process) -> bool:
@@ -131,6 +138,12 @@ class PidsCgroup:
             except psutil.NoSuchProcess:
                 pass
         return [p for p in procs if alive(p)]
+
+    def leftovers(self) -> list[psutil.Process]:
+        """processes() once this process's engine has ended its sandboxes made ahead of need
+        (they sit in the cgroup between runs, as the engine's own)."""
+        end_prestarted()
+        return self.processes()
 
     def cap_hits(self) -> int:
         """How often a fork failed because of this cgroup's cap (the sandbox's own limit did not hold)."""

@@ -345,7 +345,7 @@ def test_fork_bomb_is_contained(backend, pids_cgroup):
     assert result.status in (Status.WALL_TIMEOUT, Status.TIME_LIMIT), result
     # The sandbox's own process limit held: the cgroup (our safety net) never hit its cap.
     assert pids_cgroup.cap_hits() == 0, "the fork bomb hit the test's safety cgroup"
-    assert not pids_cgroup.processes()
+    assert not pids_cgroup.leftovers()
 
 
 KILL_EVERYTHING_SCRIPT = """
@@ -443,7 +443,7 @@ def test_degraded_mode_fork_bomb(degraded_backend, pids_cgroup):
     result, _ = run(degraded_backend, "c", "#include <unistd.h>\nint main(void) { for (;;) fork(); }",
                     wall_s=1.5, processes=32)
     assert result.status in (Status.WALL_TIMEOUT, Status.TIME_LIMIT)
-    assert pids_cgroup.cap_hits() == 0 and not pids_cgroup.processes()
+    assert pids_cgroup.cap_hits() == 0 and not pids_cgroup.leftovers()
 
 
 def test_hostile_compilation_is_bounded(backend):

@@ -27,7 +27,7 @@ from dcodex_kernel.events import Status, collect
 from dcodex_kernel.options import parse_header, request_from
 from dcodex_kernel.request import Language, Limits
 
-from .support import PidsCgroup, alive, run_dirs, wait_until, wait_until_clean
+from .support import PidsCgroup, alive, end_prestarted, run_dirs, wait_until, wait_until_clean
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LANGUAGE_DIRS = {"c": ".c", "cpp": ".cpp", "python": ".py"}
@@ -95,6 +95,7 @@ class Containment:
         return self.cgroup.processes()
 
     def wait_for_no_processes(self, timeout: float = 3.0) -> list[psutil.Process]:
+        end_prestarted()
         wait_until(lambda: not [p for p in self.run_processes() if alive(p)], timeout)
         return [p for p in self.run_processes() if alive(p)]
 

@@ -137,17 +137,23 @@ class RunCgroup:
             for path in dict.fromkeys(self.dirs.values()):
                 os.mkdir(path, 0o755)
                 self.made.append(path)
-            if support.version == 1:
-                self._write("memory", "memory.limit_in_bytes", memory)
-                # Without swap accounting the limit could be dodged by swapping (none here).
-                self._write("memory", "memory.memsw.limit_in_bytes", memory, optional=True)
-            else:
-                self._write("memory", "memory.max", memory)
+            if support.version == 2:
                 self._write("memory", "memory.swap.max", 0, optional=True)
-                self._write("pids", "pids.max", tasks)
+            self.set_limits(memory, tasks)
         except BaseException:
             self.close()
             raise
+
+    def set_limits(self, memory: int, tasks: int) -> None:
+        """The run's limits (again, for a group made ahead of its run: see pool.py)."""
+        self.memory = memory
+        if self.support.version == 1:
+            self._write("memory", "memory.limit_in_bytes", memory)
+            # Without swap accounting the limit could be dodged by swapping (none here).
+            self._write("memory", "memory.memsw.limit_in_bytes", memory, optional=True)
+        else:
+            self._write("memory", "memory.max", memory)
+            self._write("pids", "pids.max", tasks)
 
     def _write(self, controller: str, name: str, value: int, optional: bool = False) -> None:
         try:
@@ -345,6 +351,12 @@ class Slot(RunCgroup):
 
     def paths(self) -> list[str]:
         return []  # born in the slot: nothing to join
+
+    def set_limits(self, memory: int, tasks: int) -> None:
+        # A pre-started sandbox's slot was readied (peak and OOM count reset) when it was made,
+        # and nothing else has run in it since (the sandbox holds its uid): only the limit.
+        if memory != self.memory:
+            self._ready(memory)
 
     @classmethod
     def remove_all(cls) -> None:

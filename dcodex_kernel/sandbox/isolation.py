@@ -47,6 +47,9 @@ class Capabilities:
     binds: tuple[str, ...] = field(default=(), compare=False)  # read-only host paths shown
     python_binds: tuple[str, ...] = field(default=(), compare=False)  # ...to Python programs too
     python_exe: str = ""  # the interpreter for Python programs, chosen with the binds
+    # Runs may start in sandboxes made ahead of need (pool.py): confined, with a launcher that
+    # can wait. Not a layer: the same confinement, off the run's critical path.
+    prestart: bool = False
 
     def launcher_flags(self, *, python: bool = False) -> list[str]:
         """The launcher's options for these layers; `python`: the run needs the interpreter's
@@ -144,6 +147,7 @@ def detect() -> Capabilities:
         caps = Capabilities(root=False, pid_namespace=userns, user_namespace=userns, filesystem=fs,
                             seccomp=seccomp and _launcher_works(["-S"]), cgroup=cgroups.detect(),
                             binds=binds, python_binds=python_binds)
+    caps = replace(caps, prestart=caps.filesystem and "wait" in launcher_features())
     try:
         return replace(caps, python_exe=python_interpreter(confined=caps.filesystem, other_uid=root))
     except FileNotFoundError:
@@ -267,6 +271,11 @@ class Workspace:
                     _swept_uids.add(self.uid)
         finally:
             self._release_uid()
+
+    @property
+    def lock_fd(self) -> int:
+        """The fd whose flock holds the uid (-1: none held)."""
+        return self._lock_fd
 
     def _acquire_uid(self) -> None:
         lock_dir = _uid_lock_dir()

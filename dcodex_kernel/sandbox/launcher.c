@@ -46,8 +46,19 @@
  *               allocation on the note fd (see runtime/linebuf.c)
  *   -S          load the seccomp filter (see install_seccomp) before exec
  *   -l RES=SOFT:HARD  an rlimit for the program; repeatable
+ *   -W FD       (with -m) a pre-started sandbox: build everything that does not depend on the
+ *               program, say "R" on the unix socket FD, then wait there for the run's "go"
+ *               message (below). Until then it is named dcodex-ready; EOF on FD ends it.
+ *   -e NAME=VALUE  (go message only) an environment variable of the program
  *   -V          print the compiled-in features ("seccomp") and exit
  *   -X          (a build linked with libseccomp) write the seccomp filter as BPF and exit
+ *
+ * The go message (one SOCK_SEQPACKET datagram: NUL-separated words, the fds as SCM_RIGHTS) is
+ * the run's own options in the command line's syntax, `-d -i -o -M -s -l -e` then `--` and the
+ * program: everything else was fixed when the sandbox was made. An option's FD is an index
+ * into the fds that came with it; the first three are the program's stdin, stdout and stderr.
+ * A pre-started sandbox's run ends for the engine when the stats line is written and the
+ * program's stdout/stderr are closed: the namespace's teardown happens after, off its path.
  *
  * Exit codes of its own: 125 it could not start the program, 124 the input files do not fit
  * the run's tmpfs (-d too small).
@@ -68,6 +79,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -81,7 +93,6 @@
 #elif defined(DCODEX_SECCOMP)
 #include <seccomp.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
 #endif
 
 #define MAX_LIMITS 16
@@ -145,10 +156,25 @@ static int plain_path(const char *name) {
     }
 }
 
+/* The go message's fds (see -W), and whether options are being read from it. */
+#define MAX_GO_FDS 253 /* the kernel's SCM_MAX_FD */
+static int go_fds[MAX_GO_FDS], ngo_fds, in_go;
+
+/* An option's FD: a number on the command line, an index into the fds that came with it in a
+ * go message. */
+static int fd_arg(const char *text) {
+    char *end;
+    long n = strtol(text, &end, 10);
+    if (end == text || n < 0) fail("bad fd", text);
+    if (!in_go) return (int)n;
+    if (n >= ngo_fds) fail("no such fd in the go message", text);
+    return go_fds[n];
+}
+
 static void parse_input(char *spec) {
     char *a = strchr(spec, ':'), *b = a ? strchr(a + 1, ':') : NULL;
     if (!b || ninputs == MAX_INPUTS || !plain_path(b + 1)) fail("bad input", spec);
-    inputs[ninputs].fd = (int)strtol(spec, NULL, 10);
+    inputs[ninputs].fd = fd_arg(spec);
     inputs[ninputs].mode = (mode_t)strtol(a + 1, NULL, 8);
     inputs[ninputs].name = b + 1;
     ninputs++;
@@ -504,91 +530,176 @@ static void join_cgroups(void) {
     }
 }
 
+/* ---- options: the command line's, and a pre-started sandbox's go message ---------------- */
+
+static struct {
+    int newpid, userns, newnet, confine, seccomp, netfd, statsfd, outfd, waitfd;
+    long uid, gid, engine, tmpfs_bytes;
+    off_t output_max;
+    const char *outname, *workdir;
+} o = {.netfd = -1, .statsfd = -1, .outfd = -1, .waitfd = -1, .uid = -1, .gid = -1, .engine = -1,
+       .tmpfs_bytes = 64L << 20, .workdir = "."};
+static char **env; /* -e: the program's environment (else the launcher's own) */
+static int nenv;
+
+#define RUN_OPTIONS "d:i:o:M:s:l:e:" /* what a go message may say: the rest shapes the sandbox */
+
+static void take_option(int opt, char *arg) {
+    switch (opt) {
+    case 'n': o.newpid = 1; break;
+    case 'N': o.newnet = 1; break;
+    case 'E': o.netfd = (int)strtol(arg, NULL, 10); break;
+    case 'U': o.userns = 1; break;
+    case 'm': o.confine = 1; break;
+    case 'r':
+        if (nbinds == MAX_LIST || arg[0] != '/') fail("bad bind", arg);
+        binds[nbinds++] = arg;
+        break;
+    case 'R': {
+        char *colon = strrchr(arg, ':');
+        if (nfd_binds == MAX_LIST || arg[0] != '/' || !colon) fail("bad bind", arg);
+        *colon = 0;
+        fd_binds[nfd_binds].target = arg;
+        fd_binds[nfd_binds].fd = (int)strtol(colon + 1, NULL, 10);
+        if (fcntl(fd_binds[nfd_binds].fd, F_SETFD, FD_CLOEXEC) < 0) fail("bad bind fd", colon + 1);
+        nfd_binds++;
+        break;
+    }
+    case 'd': o.tmpfs_bytes = strtol(arg, NULL, 10); break;
+    case 'w': o.workdir = arg; break;
+    case 'i': parse_input(arg); break;
+    case 'o': {
+        char *colon = strchr(arg, ':');
+        if (!colon || !colon[1] || strchr(colon + 1, '/')) fail("bad output", arg);
+        o.outfd = fd_arg(arg);
+        o.outname = colon + 1;
+        break;
+    }
+    case 'M': o.output_max = strtoll(arg, NULL, 10); break;
+    case 'C':
+        if (ncgroups == MAX_LIST) fail("too many cgroups", arg);
+        cgroups[ncgroups++] = arg;
+        break;
+    case 'P': o.engine = strtol(arg, NULL, 10); break;
+    case 'u': o.uid = strtol(arg, NULL, 10); break;
+    case 'g': o.gid = strtol(arg, NULL, 10); break;
+    case 's': o.statsfd = fd_arg(arg); break;
+    case 'S': o.seccomp = 1; break;
+    case 'l': parse_limit(arg); break;
+    case 'e':
+        if (!in_go || !strchr(arg, '=')) fail("bad environment entry", arg);
+        env[nenv++] = arg;
+        break;
+    case 'W': o.waitfd = (int)strtol(arg, NULL, 10); break;
+    default: _exit(125);
+    }
+}
+
+/* A pre-started sandbox (-W): say ready, wait for the go message, take its options and fds.
+ * Returns the program's argv. EOF instead of a message (the engine closed its pool, or is
+ * gone) ends the sandbox quietly. */
+static char **await_go(int tell_launcher) {
+    static char words[192 << 10];
+    union { char buf[CMSG_SPACE(sizeof(int) * MAX_GO_FDS)]; struct cmsghdr align; } control;
+    struct iovec iov = {words, sizeof words - 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    if (write(o.waitfd, "R", 1) != 1) _exit(0);
+    ssize_t n;
+    while ((n = recvmsg(o.waitfd, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {}
+    if (n <= 0) _exit(0);
+    close(o.waitfd);
+    prctl(PR_SET_NAME, "dcodex-launch"); /* a run's launcher from here on */
+    if (write(tell_launcher, "G", 1) < 0) {} /* ... L renames itself too */
+    close(tell_launcher);
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) fail("go message", "too long");
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        memcpy(go_fds + ngo_fds, CMSG_DATA(c), count * sizeof(int));
+        ngo_fds += (int)count;
+    }
+    if (ngo_fds < 3) fail("go message", "without stdin, stdout and stderr");
+    for (int fd = 0; fd < 3; fd++) { /* from here on, what it says goes to the run's stderr */
+        if (dup2(go_fds[fd], fd) < 0) die("stdio");
+        close(go_fds[fd]);
+    }
+    words[n] = 0;
+    int count = 1;
+    for (ssize_t i = 0; i < n; i++) count += words[i] == 0;
+    char **args = calloc((size_t)count + 2, sizeof *args);
+    env = calloc((size_t)count + 1, sizeof *env);
+    if (!args || !env) die("go message");
+    int nargs = 0;
+    args[nargs++] = "go";
+    for (char *w = words; w < words + n; w += strlen(w) + 1) args[nargs++] = w;
+    in_go = 1;
+    optind = 0; /* glibc: start a new scan */
+    int opt;
+    while ((opt = getopt(nargs, args, "+" RUN_OPTIONS)) != -1) take_option(opt, optarg);
+    if (optind >= nargs) fail("go message", "without a program");
+    return args + optind;
+}
+
+/* The go message's disk size, where it differs from the one the sandbox was made with. */
+static void resize_disk(long made_with) {
+    if (o.tmpfs_bytes == made_with) return;
+    char opts[128];
+    long inodes = o.tmpfs_bytes / 16384 < 1024 ? 1024 : o.tmpfs_bytes / 16384;
+    snprintf(opts, sizeof opts, "size=%ld,nr_inodes=%ld", o.tmpfs_bytes, inodes);
+    if (mount(NULL, "/box", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) < 0) die("resize the run's disk");
+}
+
 int main(int argc, char **argv) {
-    int newpid = 0, userns = 0, newnet = 0, confine = 0, seccomp = 0;
-    int netfd = -1, statsfd = -1, outfd = -1, opt;
-    long uid = -1, gid = -1, engine = -1, tmpfs_bytes = 64L << 20;
-    off_t output_max = 0;
-    const char *outname = NULL, *workdir = ".";
-    while ((opt = getopt(argc, argv, "+nNE:Umr:R:d:w:i:o:M:C:P:u:g:s:Sl:VX")) != -1) {
+    int opt;
+    while ((opt = getopt(argc, argv, "+nNE:Umr:R:d:w:i:o:M:C:P:u:g:s:Sl:W:VX")) != -1) {
         switch (opt) {
-        case 'n': newpid = 1; break;
-        case 'N': newnet = 1; break;
-        case 'E': netfd = (int)strtol(optarg, NULL, 10); break;
-        case 'U': userns = 1; break;
-        case 'm': confine = 1; break;
-        case 'r':
-            if (nbinds == MAX_LIST || optarg[0] != '/') fail("bad bind", optarg);
-            binds[nbinds++] = optarg;
-            break;
-        case 'R': {
-            char *colon = strrchr(optarg, ':');
-            if (nfd_binds == MAX_LIST || optarg[0] != '/' || !colon) fail("bad bind", optarg);
-            *colon = 0;
-            fd_binds[nfd_binds].target = optarg;
-            fd_binds[nfd_binds].fd = (int)strtol(colon + 1, NULL, 10);
-            if (fcntl(fd_binds[nfd_binds].fd, F_SETFD, FD_CLOEXEC) < 0) fail("bad bind fd", colon + 1);
-            nfd_binds++;
-            break;
-        }
-        case 'd': tmpfs_bytes = strtol(optarg, NULL, 10); break;
-        case 'w': workdir = optarg; break;
-        case 'i': parse_input(optarg); break;
-        case 'o': {
-            char *colon = strchr(optarg, ':');
-            if (!colon || !colon[1] || strchr(colon + 1, '/')) fail("bad output", optarg);
-            outfd = (int)strtol(optarg, NULL, 10);
-            outname = colon + 1;
-            break;
-        }
-        case 'M': output_max = strtoll(optarg, NULL, 10); break;
-        case 'C':
-            if (ncgroups == MAX_LIST) fail("too many cgroups", optarg);
-            cgroups[ncgroups++] = optarg;
-            break;
-        case 'P': engine = strtol(optarg, NULL, 10); break;
-        case 'u': uid = strtol(optarg, NULL, 10); break;
-        case 'g': gid = strtol(optarg, NULL, 10); break;
-        case 's': statsfd = (int)strtol(optarg, NULL, 10); break;
-        case 'S': seccomp = 1; break;
-        case 'l': parse_limit(optarg); break;
         case 'V':
 #ifdef DCODEX_SECCOMP
             puts("seccomp");
 #endif
+            puts("wait");
             return 0;
 #if defined(DCODEX_SECCOMP) && !defined(DCODEX_SECCOMP_BPF)
         case 'X': return export_seccomp();
 #endif
-        default: _exit(125);
+        default: take_option(opt, optarg);
         }
     }
-    if (optind >= argc) {
+    int waiting = o.waitfd >= 0;
+    if (!waiting && optind >= argc) {
         fprintf(stderr, "usage: dcodex-launch [options] -- PROG ARGS... (see launcher.c)\n");
         _exit(125);
     }
 #ifndef DCODEX_SECCOMP
-    if (seccomp) fail("built without libseccomp; cannot honour", "-S");
+    if (o.seccomp) fail("built without libseccomp; cannot honour", "-S");
 #endif
-    if (confine && !newpid) fail("needs -n", "-m");
+    if (o.confine && !o.newpid) fail("needs -n", "-m");
+    if (waiting && (!o.confine || ninputs || o.outfd >= 0 || o.statsfd >= 0 || nlimits))
+        fail("-W needs -m, and the run's own options come in its go message", "-W");
     char **prog = argv + optind;
+    if (waiting) {
+        if (fcntl(o.waitfd, F_SETFD, FD_CLOEXEC) < 0) die("-W");
+        prctl(PR_SET_NAME, "dcodex-ready");
+    }
 
     /* If the engine dies (kernel killed on restart, server crash), the run dies with it:
      * nobody would enforce its wall clock any more. */
-    if (engine > 0) {
+    if (o.engine > 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != (pid_t)engine) _exit(125); /* it died before we armed that */
+        if (getppid() != (pid_t)o.engine) _exit(125); /* it died before we armed that */
     }
     join_cgroups();
 
-    if (newpid) {
+    int go_told[2] = {-1, -1}; /* a pre-started A tells L when its run begins */
+    if (o.newpid) {
         uid_t outer_uid = getuid();
         gid_t outer_gid = getgid();
-        int flags = CLONE_NEWPID | CLONE_NEWIPC | (userns ? CLONE_NEWUSER : 0);
-        if (newnet) flags |= CLONE_NEWNET;
-        if (confine) flags |= CLONE_NEWNS | CLONE_NEWUTS;
+        int flags = CLONE_NEWPID | CLONE_NEWIPC | (o.userns ? CLONE_NEWUSER : 0);
+        if (o.newnet) flags |= CLONE_NEWNET;
+        if (o.confine) flags |= CLONE_NEWNS | CLONE_NEWUTS;
         if (unshare(flags) < 0) die("unshare");
-        if (userns) {
+        if (o.userns) {
             char map[64];
             write_file("/proc/self/setgroups", "deny");
             snprintf(map, sizeof map, "%u %u 1\n", outer_uid, outer_uid);
@@ -598,24 +709,32 @@ int main(int argc, char **argv) {
         }
         /* Joining the engine's one empty network namespace costs microseconds; creating one per
          * run costs about a millisecond. */
-        if (netfd >= 0) {
-            if (setns(netfd, CLONE_NEWNET) < 0) die("setns");
-            close(netfd);
+        if (o.netfd >= 0) {
+            if (setns(o.netfd, CLONE_NEWNET) < 0) die("setns");
+            close(o.netfd);
         }
         int alive[2]; /* A sees POLLHUP on alive[0] once L is gone */
-        if (pipe2(alive, O_CLOEXEC) < 0) die("pipe");
+        if (pipe2(alive, O_CLOEXEC) < 0 || (waiting && pipe2(go_told, O_CLOEXEC) < 0)) die("pipe");
         pid_t init = fork();
         if (init < 0) die("fork");
         if (init > 0) {
             close(alive[0]);
             /* L: wait for the run's init; its exit tears the namespace down. */
-            if (statsfd >= 0) close(statsfd);
+            if (o.statsfd >= 0) close(o.statsfd);
+            if (waiting) {
+                close(o.waitfd);
+                close(go_told[1]);
+                char byte;
+                if (read(go_told[0], &byte, 1) == 1) prctl(PR_SET_NAME, "dcodex-launch");
+                close(go_told[0]);
+            }
             int st;
             while (waitpid(init, &st, 0) < 0 && errno == EINTR) {}
             _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
         }
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(alive[1]);
+        if (waiting) close(go_told[0]);
         struct pollfd pfd = {alive[0], POLLIN, 0};
         if (poll(&pfd, 1, 0) != 0) _exit(125); /* L died before PDEATHSIG was armed */
         close(alive[0]);
@@ -627,14 +746,19 @@ int main(int argc, char **argv) {
     prctl(PR_SET_DUMPABLE, 0);
 
     /* A: the program's filesystem and files. */
-    uid_t owner = uid >= 0 ? (uid_t)uid : (uid_t)-1;
-    if (confine) {
-        build_root(tmpfs_bytes, owner);
-        workdir = "/box";
+    uid_t owner = o.uid >= 0 ? (uid_t)o.uid : (uid_t)-1;
+    if (o.confine) {
+        build_root(o.tmpfs_bytes, owner);
+        o.workdir = "/box";
         sethostname("dcodex", 6);
     }
-    int dirfd = open(workdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dirfd < 0) die(workdir);
+    if (waiting) {
+        long made_with = o.tmpfs_bytes;
+        prog = await_go(go_told[1]);
+        resize_disk(made_with);
+    }
+    int dirfd = open(o.workdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dirfd < 0) die(o.workdir);
     copy_inputs(dirfd, owner);
 
     int note[2];
@@ -645,8 +769,8 @@ int main(int argc, char **argv) {
         /* B: the program. (Dumpable again: its own /proc files must be its own; exec decides
          * for the program.) */
         prctl(PR_SET_DUMPABLE, 1);
-        if (statsfd >= 0) close(statsfd);
-        if (outfd >= 0) close(outfd);
+        if (o.statsfd >= 0) close(o.statsfd);
+        if (o.outfd >= 0) close(o.outfd);
         if (fchdir(dirfd) < 0) die("chdir");
         close(dirfd);
         close(note[0]);
@@ -664,19 +788,23 @@ int main(int argc, char **argv) {
             if (setrlimit(limits[i].res, &rl) < 0) die("setrlimit");
         }
         drop_capability_bounding_set();
-        if (gid >= 0) {
+        if (o.gid >= 0) {
             if (setgroups(0, NULL) < 0) die("setgroups");
-            if (setresgid(gid, gid, gid) < 0) die("setgid");
+            if (setresgid(o.gid, o.gid, o.gid) < 0) die("setgid");
         }
-        if (uid >= 0 && setresuid(uid, uid, uid) < 0) die("setuid");
+        if (o.uid >= 0 && setresuid(o.uid, o.uid, o.uid) < 0) die("setuid");
         /* A change of credentials clears the parent-death signal: arm it after the change. */
         pid_t parent = getppid();
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(125);
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("no_new_privs");
 #ifdef DCODEX_SECCOMP
-        if (seccomp) install_seccomp();
+        if (o.seccomp) install_seccomp();
 #endif
+        if (env) {
+            extern char **environ;
+            environ = env; /* execvp searches this PATH */
+        }
         execvp(prog[0], prog);
         fprintf(stderr, "dcodex-launch: cannot run %s: %s\n", prog[0], strerror(errno));
         _exit(127);
@@ -688,18 +816,21 @@ int main(int argc, char **argv) {
         if (errno != EINTR) die("wait4");
     }
     /* Nothing of the run may still be writing the output file (or anything else) now. */
-    if (newpid) kill_namespace();
+    if (o.newpid) kill_namespace();
     else kill_descendants();
     int out_state = 0;
-    if (outfd >= 0) out_state = take_output(dirfd, outname, outfd, owner, output_max);
+    if (o.outfd >= 0) out_state = take_output(dirfd, o.outname, o.outfd, owner, o.output_max);
     char byte;
     int alloc_failed = read(note[0], &byte, 1) == 1;
-    if (statsfd >= 0) {
-        dprintf(statsfd, "%d %ld %ld %ld %d %d\n", status,
+    if (waiting) { /* the run is over for the engine once its pipes are closed and it has the stats */
+        for (int fd = 0; fd < 3; fd++) close(fd);
+    }
+    if (o.statsfd >= 0) {
+        dprintf(o.statsfd, "%d %ld %ld %ld %d %d\n", status,
                 (long)(ru.ru_utime.tv_sec * 1000000L + ru.ru_utime.tv_usec),
                 (long)(ru.ru_stime.tv_sec * 1000000L + ru.ru_stime.tv_usec), ru.ru_maxrss,
                 out_state, alloc_failed);
-        close(statsfd);
+        close(o.statsfd);
     }
     /* As the namespace's init, exiting also tears down its mounts and tmpfs. */
     _exit(0);

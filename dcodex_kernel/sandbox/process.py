@@ -26,6 +26,7 @@ from ..request import Limits
 from . import cgroups
 from .isolation import Capabilities, Workspace
 from .launcher import launcher_path
+from . import pool
 from .limits import rlimit_args
 from .stdin_probe import blocked_reading
 
@@ -101,60 +102,64 @@ def run_process(
     `feed` (with no `stdin`): stdin stays open and is fed from it; an InputRequest is yielded
     each time the program blocks reading it (see interactive.py).
     Closing the generator early (client gone, exception) still kills every process of the run."""
-    group = cgroups.for_run(caps.cgroup, uid=workspace.uid, memory=limits.memory,
-                            tasks=limits.processes + 2) if caps.cgroup else None
-    try:
-        exit = yield from _run(argv, workspace, caps, env, limits, stdin, cancel, phase,
-                               inputs, output, group, python, binds,
-                               feed if not stdin else None)
-    finally:
+    binds = binds if caps.filesystem else ()
+    fds = [fd for _, fd, _ in inputs] + ([output[1]] if output is not None else [])
+    words = sum(len(w) + 16 for w in [*argv, *(name for name, _, _ in inputs),
+                                      *(f"{k}={v}" for k, v in env.items())])
+    ready = None
+    if not binds and workspace.workdir is None and pool.serves(caps, len(fds), words):
+        ready = pool.the_pool().take(caps, python)
+    uid = ready.uid if ready is not None else workspace.uid
+    if ready is not None:
+        group = ready.group
         if group is not None:
+            group.set_limits(limits.memory, limits.processes + 2)
+    else:
+        group = cgroups.for_run(caps.cgroup, uid=uid, memory=limits.memory,
+                                tasks=limits.processes + 2) if caps.cgroup else None
+    try:
+        exit = yield from _run(argv, workspace, uid, caps, env, limits, stdin, cancel, phase,
+                               inputs, output, group, python, binds,
+                               feed if not stdin else None, ready)
+    finally:
+        if ready is not None:
+            pool.the_pool().done(ready)  # reaped, its uid and cgroup given back, off the run's path
+        elif group is not None:
             group.close()
     return exit
 
 
-def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, output, group, python,
-         binds, feed):
-    # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
-    # fine: the thread that starts a run is either blocked in this generator until the run ends
-    # or a cgroup slot's spawner, which lives as long as the engine.
-    # argv[0] is a bare name: the run can read its init's command line (/proc/1/cmdline), and
-    # the launcher's path would tell it where the engine user's cache and home are.
-    cmd = ["dcodex-launch", *caps.launcher_flags(python=python), "-P", str(os.getpid())]
-    binds = binds if caps.filesystem else ()
-    cmd += [w for place, fd in binds for w in ("-R", f"{place}:{fd}")]
-    cmd += ["-d", str(limits.disk)] if workspace.workdir is None else ["-w", workspace.workdir]
-    if workspace.uid is not None:
-        cmd += ["-u", str(workspace.uid), "-g", str(workspace.gid)]
-    fds = [fd for _, fd, _ in inputs] + [fd for _, fd in binds]
-    for name, fd, mode in inputs:
-        cmd += ["-i", f"{fd}:{mode:o}:{name}"]
-    if output is not None:
-        cmd += ["-o", f"{output[1]}:{output[0]}", "-M", str(limits.file_size)]
-        fds.append(output[1])
-    for path in group.paths() if group else ():
-        cmd += ["-C", path]
+def _run(argv, workspace, uid, caps, env, limits, stdin, cancel, phase, inputs, output, group,
+         python, binds, feed, ready):
     stats_r, stats_w = os.pipe()
-    cmd += ["-s", str(stats_w), *rlimit_args(limits, own_uid=workspace.uid is not None,
-                                             memory_cgroup=group is not None), "--", *argv]
+    # The run's own options, the same for a launcher started now and a pre-started one (whose
+    # go message names its fds by index: stdin, stdout, stderr, stats, then these).
+    fds = [stats_w] + [fd for _, fd, _ in inputs] + ([output[1]] if output is not None else [])
+    ref = (lambda fd: str(fd)) if ready is None else (lambda fd: str(3 + fds.index(fd)))
+    own = ["-d", str(limits.disk)] if workspace.workdir is None else ["-w", workspace.workdir]
+    for name, fd, mode in inputs:
+        own += ["-i", f"{ref(fd)}:{mode:o}:{name}"]
+    if output is not None:
+        own += ["-o", f"{ref(output[1])}:{output[0]}", "-M", str(limits.file_size)]
+    own += ["-s", ref(stats_w), *rlimit_args(limits, own_uid=uid is not None,
+                                             memory_cgroup=group is not None)]
 
     oom_before = _oom_kill_count()
     started = time.monotonic()
     try:
-        def start():
-            return subprocess.Popen(
-                cmd, executable=launcher_path(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, cwd=workspace.workdir or "/", env=env,
-                pass_fds=(stats_w, *caps.inherited_fds(), *fds), start_new_session=True,
-            )
-        proc = group.spawn(start) if group is not None else start()
+        if ready is not None:
+            proc, pipes = ready.proc, _go(ready, own, env, argv, fds)
+        else:
+            proc = _launch(argv, workspace, uid, caps, env, group, python, binds, own, fds)
+            pipes = (proc.stdin, proc.stdout, proc.stderr)
     except BaseException:
         os.close(stats_r)
         raise
     finally:
         os.close(stats_w)
 
-    pump = _Pump(proc, limits.output, cancel)
+    # A pre-started sandbox's run is over when its stats come (its teardown is the pool's).
+    pump = _Pump(proc.pid, pipes, limits.output, cancel, end_fd=stats_r if ready else None)
     usage = _Usage(proc.pid, group)
     asker = _Asker(proc.pid, pump, feed, started) if feed is not None else None
     stopped_for = None
@@ -211,12 +216,15 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
             yield Output("stderr", truncation_marker(limits.output), phase)
     finally:
         # Reached on every path, including GeneratorExit: nothing of the run may survive.
-        if proc.poll() is None:
+        handed_over = ready is not None and pump.exited and not stopped_for
+        if not handed_over and proc.poll() is None:
             _kill_run(proc, caps)
         pump.close()
         waited = asker.waited(time.monotonic()) if asker is not None else 0.0
         wall_s = time.monotonic() - started - waited
         stats = _read_stats(stats_r)
+        if handed_over and stats is None:  # it ended without a status: its launcher says why
+            _kill_run(proc, caps)
 
     wait_status, out_state, alloc_failed = None, "none", False
     cpu_s, peak = usage.cpu_s, usage.peak
@@ -233,10 +241,54 @@ def _run(argv, workspace, caps, env, limits, stdin, cancel, phase, inputs, outpu
         wait_status=wait_status, cpu_s=cpu_s, wall_s=wall_s, peak_memory=peak,
         stopped_for=stopped_for, oom_kills=_oom_kill_count() - oom_before,
         truncated=pump.over_cap, stderr_tail=bytes(pump.stderr_tail),
-        launcher_code=proc.returncode, processes=usage.processes, output=out_state,
+        launcher_code=(proc.returncode or 0) if stats else proc.returncode,
+        processes=usage.processes, output=out_state,
         allocation_failed=alloc_failed, own_oom=own_oom, input_wait_s=waited,
         input_timeout_s=feed.timeout_s if feed is not None else 0.0,
     )
+
+
+def _launch(argv, workspace, uid, caps, env, group, python, binds, own, fds):
+    """Start a launcher that makes the run's sandbox and runs it."""
+    # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
+    # fine: the thread that starts a run is either blocked in this generator until the run ends
+    # or a cgroup slot's spawner, which lives as long as the engine.
+    # argv[0] is a bare name: the run can read its init's command line (/proc/1/cmdline), and
+    # the launcher's path would tell it where the engine user's cache and home are.
+    cmd = ["dcodex-launch", *caps.launcher_flags(python=python), "-P", str(os.getpid())]
+    cmd += [w for place, fd in binds for w in ("-R", f"{place}:{fd}")]
+    if uid is not None:
+        cmd += ["-u", str(uid), "-g", str(workspace.gid)]
+    for path in group.paths() if group else ():
+        cmd += ["-C", path]
+    cmd += [*own, "--", *argv]
+
+    def start():
+        return subprocess.Popen(
+            cmd, executable=launcher_path(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, cwd=workspace.workdir or "/", env=env,
+            pass_fds=(*fds, *caps.inherited_fds(), *(fd for _, fd in binds)),
+            start_new_session=True,
+        )
+    return group.spawn(start) if group is not None else start()
+
+
+def _go(ready: pool.Ready, own: list[str], env: dict, argv: list[str], fds: list[int]):
+    """Start the run in a pre-started sandbox; → its (stdin, stdout, stderr) pipe ends."""
+    ends = [os.pipe() for _ in range(3)]
+    theirs = [ends[0][0], ends[1][1], ends[2][1]]
+    try:
+        ready.go([*own, *(w for k, v in env.items() for w in ("-e", f"{k}={v}")), "--", *argv],
+                 [*theirs, *fds])
+    except BaseException:
+        for r, w in ends:
+            os.close(r)
+            os.close(w)
+        raise
+    for fd in theirs:
+        os.close(fd)
+    return (open(ends[0][1], "wb", buffering=0), open(ends[1][0], "rb", buffering=0),
+            open(ends[2][0], "rb", buffering=0))
 
 
 class _Usage:
@@ -346,25 +398,29 @@ class _Pump:
     """Moves bytes between the program's pipes and the caller, never blocking, with an exact
     cap on stdout+stderr together."""
 
-    def __init__(self, proc: subprocess.Popen, cap: int, cancel: CancelToken | None):
-        self.proc = proc
+    def __init__(self, pid: int, pipes: tuple, cap: int, cancel: CancelToken | None,
+                 end_fd: int | None = None):
+        """`pipes`: the program's stdin, stdout and stderr (files); the run is over when the
+        launcher `pid` exits, or `end_fd` (not ours to close) becomes readable."""
+        self.pipes = pipes
         self.remaining = cap
         self.over_cap = False
         self.stderr_tail = bytearray()
         self.sel = selectors.DefaultSelector()
-        self.pidfd = os.pidfd_open(proc.pid)
+        self.pidfd = os.pidfd_open(pid) if end_fd is None else -1
+        self.end_fd = self.pidfd if end_fd is None else end_fd
         self.exited = False
-        self.streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+        self.streams = {pipes[1].fileno(): "stdout", pipes[2].fileno(): "stderr"}
         self.decoders = {
             name: codecs.getincrementaldecoder("utf-8")(errors="replace")
             for name in ("stdout", "stderr")
         }
         for fd in self.streams:
             self.sel.register(fd, selectors.EVENT_READ)
-        self.sel.register(self.pidfd, selectors.EVENT_READ)
+        self.sel.register(self.end_fd, selectors.EVENT_READ)
         if cancel is not None:
             self.sel.register(cancel.fileno(), selectors.EVENT_READ)
-        self.stdin_fd = proc.stdin.fileno()
+        self.stdin_fd = pipes[0].fileno()
         self.stdin_chunks: collections.deque[memoryview] = collections.deque()
         self.stdin_eof = False  # close stdin once the chunks are written
         self.writing = False  # stdin_fd is registered for EVENT_WRITE
@@ -408,7 +464,7 @@ class _Pump:
         out = []
         for key, _ in self.sel.select(timeout):
             fd = key.fd
-            if fd == self.pidfd:
+            if fd == self.end_fd:
                 self.exited = True
                 self.sel.unregister(fd)
             elif fd in self.streams:
@@ -482,7 +538,7 @@ class _Pump:
             self.sel.unregister(self.stdin_fd)
             self.writing = False
         self.stdin_chunks.clear()
-        self.proc.stdin.close()
+        self.pipes[0].close()
         self.stdin_fd = -1
 
     def _close_stream(self, fd: int) -> None:
@@ -498,8 +554,9 @@ class _Pump:
 
     def close(self) -> None:
         self.sel.close()
-        os.close(self.pidfd)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+        for pipe in self.pipes:
             if pipe and not pipe.closed:
                 pipe.close()
 

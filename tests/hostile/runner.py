@@ -19,11 +19,14 @@ from dcodex_kernel.backends.local import LocalBackend  # noqa: E402
 from dcodex_kernel.events import collect  # noqa: E402
 from dcodex_kernel.options import OptionError, parse_header, request_from  # noqa: E402
 from dcodex_kernel.request import Language, Limits  # noqa: E402
-from dcodex_kernel.sandbox import isolation  # noqa: E402
+from dcodex_kernel.sandbox import isolation, pool  # noqa: E402
 
 
 def open_fds() -> set[str]:
-    return {fd for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")}
+    """This engine's open fds, less those its pool of pre-started sandboxes holds between runs."""
+    pool.the_pool().wait_idle()
+    held = {str(fd) for fd in pool.the_pool().held_fds()}
+    return {fd for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")} - held
 
 
 def main() -> None:
@@ -31,6 +34,7 @@ def main() -> None:
     backend = LocalBackend()
     caps = isolation.detect()  # holds its network-namespace fd for the engine's life
     print(json.dumps({"engine": {"uid": os.getuid(), "isolation": list(caps.layers()),
+                                 "prestart": caps.prestart,
                                  "launcher": os.path.realpath(__import__(
                                      "dcodex_kernel.sandbox.launcher", fromlist=["x"]).launcher_path()),
                                  "cache": str(backend.cache.root),
@@ -40,6 +44,7 @@ def main() -> None:
                                  if spec.get("precompile") else []}}), flush=True)
     for case in spec["cases"]:
         before = open_fds()
+        served = pool.the_pool().served
         started = time.monotonic()
         try:
             ns = parse_header(case["options"])
@@ -52,6 +57,7 @@ def main() -> None:
             out = {"status": "option_error", "message": str(e), "stdout": "", "stderr": ""}
         out["elapsed"] = time.monotonic() - started
         out["leaked_fds"] = sorted(open_fds() - before)
+        out["prestarted"] = pool.the_pool().served - served  # its runs that used a ready sandbox
         out["name"] = case["name"]
         print(json.dumps(out), flush=True)
 

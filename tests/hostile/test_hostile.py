@@ -357,6 +357,16 @@ def test_engine_mode_and_layers(engine_run: EngineRun):
     assert engine_run.facts["precompiled"] == list(PCH_HEADERS), engine_run.facts
 
 
+def test_cases_ran_in_prestarted_sandboxes(engine_run: EngineRun):
+    """The suite holds against sandboxes made ahead of need too (pool.py): most cases' runs
+    started in one (a case's first run of a kind, and compiles with precompiled headers, make
+    their own)."""
+    assert engine_run.engine["prestart"], engine_run.engine
+    results = engine_run.results.values()
+    used = [r["name"] for r in results if r.get("prestarted", 0) > 0]
+    assert len(used) >= 0.6 * len(results), f"only {len(used)} of {len(results)} cases: {used}"
+
+
 def test_nothing_left_and_host_unharmed(engine_run: EngineRun):
     assert not engine_run.left, f"processes of runs left: {engine_run.left}"
     assert not [d for d in os.listdir("/tmp") if d.startswith("dcodex-run-")
