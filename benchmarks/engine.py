@@ -113,19 +113,23 @@ def main() -> None:
 
 def layer_levels(caps: isolation.Capabilities) -> list[tuple[str, isolation.Capabilities]]:
     """(name, capabilities) of each isolation level this machine has, from the bare rlimit
-    layer to the full sandbox, one layer added at a time."""
+    layer to the full sandbox, one layer added at a time, each sandbox made for its run; then
+    the full sandbox made ahead of need (pool.py), as the engine runs it."""
     bare = isolation.Capabilities(root=caps.root, pid_namespace=False, user_namespace=False,
                                   python_exe=caps.python_exe)
+    own = replace(caps, prestart=False)
     levels = [("rlimits + private dir (bare layer)", bare)]
     if caps.pid_namespace:
         levels.append(("+ pid, ipc, net namespaces", replace(
-            caps, filesystem=False, seccomp=False, cgroup=None)))
+            own, filesystem=False, seccomp=False, cgroup=None)))
     if caps.filesystem:
-        levels.append(("+ confined filesystem", replace(caps, seccomp=False, cgroup=None)))
+        levels.append(("+ confined filesystem", replace(own, seccomp=False, cgroup=None)))
     if caps.seccomp:
-        levels.append(("+ seccomp", replace(caps, cgroup=None)))
+        levels.append(("+ seccomp", replace(own, cgroup=None)))
     if caps.cgroup:
-        levels.append((f"+ {caps.cgroup.describe()}", caps))
+        levels.append((f"+ {caps.cgroup.describe()}", own))
+    if caps.prestart:
+        levels.append(("all of it, pre-started (the engine's default)", caps))
     return levels
 
 

@@ -43,6 +43,15 @@ def end_prestarted() -> None:
     pool.the_pool().close_idle()
 
 
+def is_prestarted(p: psutil.Process) -> bool:
+    """A sandbox some engine made ahead of need and has not used (pool.py): the engine's, not a
+    run's."""
+    try:
+        return p.name() == "dcodex-ready"
+    except psutil.Error:
+        return False
+
+
 def alive(p: psutil.Process) -> bool:
     """Running and not a zombie (a zombie is dead, only not reaped yet)."""
     try:
@@ -52,8 +61,10 @@ def alive(p: psutil.Process) -> bool:
 
 
 def descendants(pid: int) -> list[psutil.Process]:
+    """Live processes below `pid`, less the sandboxes its engine made ahead of need (runs' own
+    processes, compilers and launchers of runs are all counted)."""
     try:
-        return [p for p in psutil.Process(pid).children(recursive=True) if alive(p)]
+        return [p for p in psutil.Process(pid).children(recursive=True) if alive(p) and not is_prestarted(p)]
     except psutil.NoSuchProcess:
         return []
 

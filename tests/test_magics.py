@@ -19,7 +19,7 @@ from dcodex_kernel.events import Result, Status
 from dcodex_kernel.magics import DCodeXError, DCodeXInterrupt, DCodeXMagics
 
 from .kernel_support import collect, execute, ipykernel_dirs, start_kernel, stop_kernel
-from .support import (alive, descendants, ipython_shell, is_sandbox_uid, orphaned_sandbox_processes,
+from .support import (alive, descendants, ipython_shell, is_prestarted, is_sandbox_uid, orphaned_sandbox_processes,
                       wait_until)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[mK]")
@@ -100,7 +100,7 @@ def strays() -> list[psutil.Process]:
     found = []
     for p in me.children(recursive=True):
         try:
-            if p.ppid() == me.pid and "ipykernel_launcher" in p.cmdline():
+            if p.ppid() == me.pid and "ipykernel_launcher" in p.cmdline() or is_prestarted(p):
                 continue
             found.append(p)
         except psutil.NoSuchProcess:

@@ -21,7 +21,7 @@ from ..languages import CHECK_DIR, LINEBUF_FILE, PROGRAM, compiler_identity, lin
 from ..pch import (BUILD_LIMITS, HEADERS as PCH_HEADERS, PCH_PLACE, PchStore,
                    only_own_diagnostics, ordinary_flags, wanted_header)
 from ..request import Checker, Language, Request
-from ..sandbox import isolation
+from ..sandbox import isolation, pool
 from ..sandbox.outcome import classify
 from ..sandbox.process import run_process
 from ..verdicts import checker_answer, comment, compare, parse_mode
@@ -106,6 +106,8 @@ class LocalBackend:
                                     if self.pch.enabled and caps.filesystem else
                                     "off (needs a confined filesystem)" if self.pch.enabled else
                                     "off (DCODEX_PCH=0)"),
+            "prestarted_sandboxes": (pool.the_pool().describe() if caps.prestart else
+                                     "off (needs a confined filesystem)"),
         }
         for lang in ("c", "cpp"):
             try:

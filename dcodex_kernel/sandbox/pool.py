@@ -165,8 +165,8 @@ class Pool:
     def describe(self) -> str:
         if self.size == 0:
             return "off (DCODEX_POOL=0)"
-        text = (f"{self.size} per shape, {self.ready_count()} ready; "
-                f"{self.served} runs started in one, {self.missed} made their own")
+        text = (f"up to {self.size} per kind of run, made ahead of need; {self.ready_count()} "
+                f"ready now, {self.served} of {self.served + self.missed} runs started in one")
         return text + (f"; last failure: {self.last_error}" if self.last_error else "")
 
     # ---- the thread ----
