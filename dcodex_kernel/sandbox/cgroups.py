@@ -353,10 +353,9 @@ class Slot(RunCgroup):
         return []  # born in the slot: nothing to join
 
     def set_limits(self, memory: int, tasks: int) -> None:
-        # A pre-started sandbox's slot was readied (peak and OOM count reset) when it was made,
-        # and nothing else has run in it since (the sandbox holds its uid): only the limit.
-        if memory != self.memory:
-            self._ready(memory)
+        # Readied again when its run starts, not only when its sandbox was made: the peak must
+        # be the run's own, whatever was still charged to the slot in between.
+        self._ready(memory)
 
     @classmethod
     def remove_all(cls) -> None:
