@@ -23,10 +23,9 @@ from ..cancel import CancelToken
 from ..events import InputRequest, Output
 from ..interactive import StdinFeed
 from ..request import Limits
-from . import cgroups
+from . import cgroups, pool
 from .isolation import Capabilities, Workspace
 from .launcher import launcher_path
-from . import pool
 from .limits import rlimit_args
 from .stdin_probe import blocked_reading
 
