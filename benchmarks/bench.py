@@ -4,8 +4,9 @@ so the drifting load of this shared machine falls on both alike).
 
     .venv/bin/python benchmarks/bench.py [--quick] [--write] [--only GROUP ...]
 
-Groups: engine (C, C++, Python hello through the engine with a cached build, cold compiles with
-and without precompiled headers, each isolation level), kernels (a repeated cell through each
+Groups: engine (C, C++, Python hello through the engine with a cached build, each sample once
+the engine's pool has a sandbox ready again, as for a cell; cold compiles with and without
+precompiled headers; each isolation level, back to back), kernels (a repeated cell through each
 DCodeX kernel and ipykernel's python3 via jupyter_client, a cell printing 1 MiB, the kernel's
 CPU while a cell sleeps), magics (a %%dcodex cell against the engine alone), server
 (benchmarks/server.py's main(): the local backend and `dcodex serve` at 1/4/16 clients) and cases
@@ -42,7 +43,7 @@ from dcodex_kernel.build_cache import BuildCache  # noqa: E402
 from dcodex_kernel.events import collect  # noqa: E402
 from dcodex_kernel.languages import recipe  # noqa: E402
 from dcodex_kernel.request import Language, Request  # noqa: E402
-from dcodex_kernel.sandbox import isolation  # noqa: E402
+from dcodex_kernel.sandbox import isolation, pool  # noqa: E402
 
 import engine as engine_bench  # noqa: E402
 import kernel as kernel_bench  # noqa: E402
@@ -101,17 +102,28 @@ def figure(samples: list[float], unit: str) -> str:
     return f"{med:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f}) {unit}"
 
 
-def sample(fns, repeat: int, scale: float = 1000.0) -> list[list[float]]:
-    """Each function's times (ms by default), sampled alternately after one warm-up call each."""
+def sample(fns, repeat: int, scale: float = 1000.0, settle=None) -> list[list[float]]:
+    """Each function's times (ms by default), sampled alternately after one warm-up call each.
+    `settle()`, untimed, before each sample: see engine_rows."""
     for fn in fns:
         fn()
     out = [[] for _ in fns]
     for _ in range(repeat):
         for fn, times in zip(fns, out):
+            if settle is not None:
+                settle()
             start = time.perf_counter()
             fn()
             times.append((time.perf_counter() - start) * scale)
     return out
+
+
+def sandbox_ready() -> None:
+    """Wait until the engine's pool has replaced the sandbox the last run used (pool.py): a
+    cell finds one ready unless it follows the previous within milliseconds. Without it each
+    sample would also pay for the previous run's replacement being made on the other core (the
+    "all of it, pre-started" isolation row is measured that way, back to back)."""
+    pool.the_pool().wait_idle()
 
 
 # ---- engine ------------------------------------------------------------------------------
@@ -149,7 +161,7 @@ def engine_rows(tmp: Path, repeat: int, cold_repeat: int) -> list[Row]:
             floor_cmd = [caps.python(), "-I", "-u", "-B", str(src)]
             floor_name = "the bare interpreter"
         warm, floor = sample([run, lambda: subprocess.run(floor_cmd, stdout=subprocess.PIPE,
-                                                          check=True)], repeat)
+                                                          check=True)], repeat, settle=sandbox_ready)
         name = f"{rec.display_name} hello" + (", cached build" if rec.compiles else "")
         over = statistics.median(warm) - statistics.median(floor)
         rows.append(Row("engine", name, warm, "ms", floor_name, floor, "≤ floor + 3 ms", over <= 3))

@@ -34,7 +34,7 @@ def sandbox_processes(since: float = 0.0) -> list[psutil.Process]:
             uids = p.info["uids"]
             if uids and UID_BASE <= uids.real < UID_BASE + UID_COUNT and p.info["create_time"] >= since:
                 found[p.pid] = p
-    return [p for p in found.values() if alive(p)]
+    return [p for p in found.values() if alive(p) and not is_prestarted(p)]
 
 
 def end_prestarted() -> None:
@@ -44,8 +44,9 @@ def end_prestarted() -> None:
 
 
 def is_prestarted(p: psutil.Process) -> bool:
-    """A sandbox some engine made ahead of need and has not used (pool.py): the engine's, not a
-    run's."""
+    """A process of a sandbox some engine made ahead of need and has not used (pool.py: its
+    launcher, its init, and its program process waiting, as the run's uid, for a program): the
+    engine's, not a run's."""
     try:
         return p.name() == "dcodex-ready"
     except psutil.Error:
@@ -83,7 +84,7 @@ def orphaned_sandbox_processes() -> list[psutil.Process]:
     orphans = []
     for p in psutil.process_iter():
         try:
-            if is_sandbox_uid(p) and alive(p) and \
+            if is_sandbox_uid(p) and alive(p) and not is_prestarted(p) and \
                     not any(a.name().startswith("dcodex-launch") for a in p.parents()):
                 orphans.append(p)
         except psutil.Error:

@@ -23,7 +23,7 @@ from dcodex_kernel.events import collect
 from dcodex_kernel.request import Language, Limits, Request
 from dcodex_kernel.sandbox import isolation, pool
 
-from .support import alive, is_prestarted, wait_until
+from .support import alive, is_prestarted, is_sandbox_uid, wait_until
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -104,9 +104,23 @@ def test_ready_sandboxes_are_the_engines_and_end_when_emptied(backend):
     pool.the_pool().wait_idle()
     me = psutil.Process()
     ready = [p for p in me.children(recursive=True) if is_prestarted(p)]
-    assert len(ready) >= 2, ready  # a launcher and its namespace's init per ready sandbox
-    for p in ready:  # the engine's user (root, or the ordinary user), never a sandbox uid yet
-        assert p.uids().real == os.getuid(), p
+    # Per ready sandbox: its launcher and its namespace's init, as the engine's user (root, or
+    # the ordinary user), and below them the program process, already as the run's identity.
+    launchers = [p for p in ready if p.ppid() == me.pid]
+    assert launchers, ready
+    for launcher in launchers:
+        init, = launcher.children()
+        program, = init.children()
+        assert launcher.uids().real == init.uids().real == os.getuid()
+        assert program.name() == "dcodex-ready"
+        if os.getuid() == 0:
+            assert is_sandbox_uid(program), program.uids()
+        with open(f"/proc/{program.pid}/status") as f:  # confined before its run is known
+            status = dict(line.split(":\t", 1) for line in f)
+        assert status["NoNewPrivs"].strip() == "1", status
+        if CAPS.seccomp:
+            assert status["Seccomp"].strip() == "2", status
+        assert int(status["CapBnd"], 16) == 0, status["CapBnd"]
     assert pool.the_pool().ready_count() >= 1
     held = pool.the_pool().held_fds()
     pool.the_pool().close_idle()

@@ -78,7 +78,7 @@ from dcodex_kernel.proto import dcodex_pb2 as pb
 from dcodex_kernel.proto import dcodex_pb2_grpc as pb_grpc
 from dcodex_kernel.request import Limits, Request
 
-from .support import alive, ipython_shell, is_sandbox_uid, wait_until
+from .support import alive, ipython_shell, is_prestarted, is_sandbox_uid, wait_until
 
 DCODEX = [sys.executable, "-m", "dcodex_kernel"]
 PROTO_DIR = generate.HERE
@@ -145,7 +145,7 @@ def sandbox_processes():
     found = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if alive(p) and (p.name().startswith("dcodex-launch") or is_sandbox_uid(p)):
+            if alive(p) and not is_prestarted(p) and (p.name().startswith("dcodex-launch") or is_sandbox_uid(p)):
                 found.append(p)
         except psutil.Error:
             pass

@@ -14,8 +14,8 @@
  *    line and exits: as the namespace's init its exit kills whatever is left. A dies with L
  *    (PDEATHSIG), so the supervisor ends everything by SIGKILLing L. Without a pid namespace
  *    (-n absent) A is a child subreaper instead and kills every descendant it inherits.
- * B: rlimits, no capabilities (empty bounding set), the run's uid, PDEATHSIG (after the uid
- *    change, which clears it), no_new_privs, the seccomp filter (-S), exec.
+ * B: no capabilities (empty bounding set), the run's uid, PDEATHSIG (after the uid change,
+ *    which clears it), no_new_privs, the seccomp filter (-S), rlimits, exec.
  *
  * With -m the program sees a new root: read-only binds of the -r paths (system dirs, the
  * interpreter's prefixes), a fresh /proc of its pid namespace, a /dev of null, zero, full,
@@ -47,8 +47,9 @@
  *   -S          load the seccomp filter (see install_seccomp) before exec
  *   -l RES=SOFT:HARD  an rlimit for the program; repeatable
  *   -W FD       (with -m) a pre-started sandbox: build everything that does not depend on the
- *               program, say "R" on the unix socket FD, then wait there for the run's "go"
- *               message (below). Until then it is named dcodex-ready; EOF on FD ends it.
+ *               program (B too, confined up to its rlimits and exec), say "R" on the unix
+ *               socket FD, then wait there for the run's "go" message (below). Until then its
+ *               processes are named dcodex-ready; EOF on FD ends it.
  *   -e NAME=VALUE  (go message only) an environment variable of the program
  *   -V          print the compiled-in features ("seccomp") and exit
  *   -X          (a build linked with libseccomp) write the seccomp filter as BPF and exit
@@ -102,7 +103,7 @@
 #define NO_ROOM 124 /* exit code: the input files do not fit the run's tmpfs */ /* where the program's runtime reports a failed allocation */
 #define STAGE "/tmp"  /* where A stages the new root, inside its own mount namespace */
 
-static struct { int res; rlim_t soft, hard; } limits[MAX_LIMITS];
+static struct { int res; const char *name; rlim_t soft, hard; } limits[MAX_LIMITS];
 static int nlimits;
 static struct { int fd; mode_t mode; const char *name; } inputs[MAX_INPUTS];
 static int ninputs;
@@ -139,6 +140,7 @@ static void parse_limit(char *spec) {
     int res = resource_by_name(spec);
     if (res < 0) fail("unknown resource", spec);
     limits[nlimits].res = res;
+    limits[nlimits].name = spec;
     limits[nlimits].soft = strtoull(eq + 1, NULL, 10);
     limits[nlimits].hard = strtoull(colon + 1, NULL, 10);
     nlimits++;
@@ -595,6 +597,145 @@ static void take_option(int opt, char *arg) {
     }
 }
 
+/* ---- B: the program ------------------------------------------------------------------- */
+
+/* B's part that does not depend on the run: the run's identity and confinement, in this order
+ * (a change of credentials clears the parent-death signal, so that comes after it). */
+static void become_program(int dirfd, int note[2]) {
+    /* Dumpable again: its own /proc files must be its own; exec decides for the program. */
+    prctl(PR_SET_DUMPABLE, 1);
+    if (o.statsfd >= 0) close(o.statsfd);
+    if (o.outfd >= 0) close(o.outfd);
+    if (o.waitfd >= 0) close(o.waitfd);
+    if (fchdir(dirfd) < 0) die("chdir");
+    close(dirfd);
+    close(note[0]);
+    if (dup2(note[1], NOTE_FD) < 0) die("note fd"); /* dup2 clears CLOEXEC */
+    close(note[1]);
+    /* When memory runs out, the program is the out-of-memory killer's first choice, not the
+     * kernel, the notebook server or the engine. Best effort. */
+    int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (adj >= 0) {
+        if (write(adj, "1000", 4) < 0) {}
+        close(adj);
+    }
+    drop_capability_bounding_set();
+    if (o.gid >= 0) {
+        if (setgroups(0, NULL) < 0) die("setgroups");
+        if (setresgid(o.gid, o.gid, o.gid) < 0) die("setgid");
+    }
+    if (o.uid >= 0 && setresuid(o.uid, o.uid, o.uid) < 0) die("setuid");
+    pid_t parent = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(125);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("no_new_privs");
+#ifdef DCODEX_SECCOMP
+    if (o.seccomp) install_seccomp();
+#endif
+}
+
+/* The run's rlimits, set after the credentials change (so also in a program forked before its
+ * run was known): a limit above what the launcher itself was given is lowered to that, never
+ * the other way. */
+static void set_limits(void) {
+    for (int i = 0; i < nlimits; i++) {
+        struct rlimit now, rl = {limits[i].soft, limits[i].hard};
+        if (getrlimit(limits[i].res, &now) == 0 && now.rlim_max != RLIM_INFINITY) {
+            if (rl.rlim_max > now.rlim_max) rl.rlim_max = now.rlim_max;
+            if (rl.rlim_cur > rl.rlim_max) rl.rlim_cur = rl.rlim_max;
+        }
+        if (setrlimit(limits[i].res, &rl) < 0) die("setrlimit");
+    }
+}
+
+static void start_program(char **prog) {
+    if (env) {
+        extern char **environ;
+        environ = env; /* execvp searches this PATH */
+    }
+    execvp(prog[0], prog);
+    fprintf(stderr, "dcodex-launch: cannot run %s: %s\n", prog[0], strerror(errno));
+    _exit(127);
+}
+
+/* A pre-started sandbox's B, made before its run is known: confined, it waits on `sock` for
+ * what A passes on of the go message (its stdin, stdout and stderr, rlimits, environment and
+ * program), then starts it. EOF (the sandbox ended unused) ends it. */
+static void program_waits(int sock) {
+    static char words[192 << 10];
+    union { char buf[CMSG_SPACE(sizeof(int) * 3)]; struct cmsghdr align; } control;
+    struct iovec iov = {words, sizeof words - 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    ssize_t n;
+    while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {}
+    if (n <= 0) _exit(125);
+    close(sock);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int) * 3)) _exit(125);
+    int fds[3];
+    memcpy(fds, CMSG_DATA(c), sizeof fds);
+    for (int fd = 0; fd < 3; fd++) {
+        if (dup2(fds[fd], fd) < 0) die("stdio");
+        if (fds[fd] > 2) close(fds[fd]);
+    }
+    words[n] = 0;
+    /* The words are A's own go options, checked there: -l, -e, then -- and the program. */
+    int count = 2;
+    for (ssize_t i = 0; i < n; i++) count += words[i] == 0;
+    char **args = calloc((size_t)count + 1, sizeof *args);
+    if (!args) die("go message");
+    int nargs = 0;
+    args[nargs++] = "program";
+    for (char *w = words; w < words + n; w += strlen(w) + 1) args[nargs++] = w;
+    args[nargs] = NULL;
+    nlimits = nenv = 0;
+    env = calloc((size_t)nargs + 1, sizeof *env);
+    if (!env) die("go message");
+    in_go = 1;
+    optind = 0;
+    int opt;
+    while ((opt = getopt(nargs, args, "+l:e:")) != -1) take_option(opt, optarg);
+    set_limits();
+    start_program(args + optind);
+}
+
+/* A, at go: give B its part of the go message. */
+static void tell_program(int sock, char **prog) {
+    char buf[192 << 10];
+    size_t len = 0;
+    int fds[3] = {0, 1, 2};
+    for (int i = 0; i < nlimits; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "-l%c%s=%llu:%llu%c", 0, limits[i].name,
+                                (unsigned long long)limits[i].soft, (unsigned long long)limits[i].hard, 0);
+    for (int i = 0; i < nenv; i++) {
+        size_t n = strlen(env[i]) + 1;
+        if (len + n + 3 > sizeof buf) fail("go message", "too long");
+        memcpy(buf + len, "-e", 3);
+        memcpy(buf + len + 3, env[i], n);
+        len += n + 3;
+    }
+    memcpy(buf + len, "--", 3);
+    len += 3;
+    for (char **p = prog; *p; p++) {
+        size_t n = strlen(*p) + 1;
+        if (len + n > sizeof buf) fail("go message", "too long");
+        memcpy(buf + len, *p, n);
+        len += n;
+    }
+    union { char buf[CMSG_SPACE(sizeof fds)]; struct cmsghdr align; } control;
+    struct iovec iov = {buf, len - 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    if (sendmsg(sock, &msg, 0) < 0) die("start the program");
+    close(sock);
+}
+
 /* A pre-started sandbox (-W): say ready, wait for the go message, take its options and fds.
  * Returns the program's argv. EOF instead of a message (the engine closed its pool, or is
  * gone) ends the sandbox quietly. */
@@ -752,62 +893,38 @@ int main(int argc, char **argv) {
         o.workdir = "/box";
         sethostname("dcodex", 6);
     }
+    int dirfd = open(o.workdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dirfd < 0) die(o.workdir);
+    int note[2], program[2] = {-1, -1};
+    if (pipe2(note, O_CLOEXEC | O_NONBLOCK) < 0) die("pipe");
+    pid_t child = -1;
     if (waiting) {
+        /* Pre-started: B is made (confined, its uid, seccomp) before the run is known too, and
+         * waits on a socket for its stdio, limits and program. */
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, program) < 0) die("socketpair");
+        child = fork();
+        if (child < 0) die("fork");
+        if (child == 0) {
+            close(program[0]);
+            become_program(dirfd, note);
+            program_waits(program[1]);
+        }
+        close(program[1]);
         long made_with = o.tmpfs_bytes;
         prog = await_go(go_told[1]);
         resize_disk(made_with);
     }
-    int dirfd = open(o.workdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dirfd < 0) die(o.workdir);
     copy_inputs(dirfd, owner);
-
-    int note[2];
-    if (pipe2(note, O_CLOEXEC | O_NONBLOCK) < 0) die("pipe");
-    pid_t child = fork();
-    if (child < 0) die("fork");
-    if (child == 0) {
-        /* B: the program. (Dumpable again: its own /proc files must be its own; exec decides
-         * for the program.) */
-        prctl(PR_SET_DUMPABLE, 1);
-        if (o.statsfd >= 0) close(o.statsfd);
-        if (o.outfd >= 0) close(o.outfd);
-        if (fchdir(dirfd) < 0) die("chdir");
-        close(dirfd);
-        close(note[0]);
-        if (dup2(note[1], NOTE_FD) < 0) die("note fd"); /* dup2 clears CLOEXEC */
-        close(note[1]);
-        /* When memory runs out, the program is the out-of-memory killer's first choice, not
-         * the kernel, the notebook server or the engine. Best effort. */
-        int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-        if (adj >= 0) {
-            if (write(adj, "1000", 4) < 0) {}
-            close(adj);
+    if (waiting) {
+        tell_program(program[0], prog);
+    } else {
+        child = fork();
+        if (child < 0) die("fork");
+        if (child == 0) {
+            become_program(dirfd, note);
+            set_limits();
+            start_program(prog);
         }
-        for (int i = 0; i < nlimits; i++) {
-            struct rlimit rl = {limits[i].soft, limits[i].hard};
-            if (setrlimit(limits[i].res, &rl) < 0) die("setrlimit");
-        }
-        drop_capability_bounding_set();
-        if (o.gid >= 0) {
-            if (setgroups(0, NULL) < 0) die("setgroups");
-            if (setresgid(o.gid, o.gid, o.gid) < 0) die("setgid");
-        }
-        if (o.uid >= 0 && setresuid(o.uid, o.uid, o.uid) < 0) die("setuid");
-        /* A change of credentials clears the parent-death signal: arm it after the change. */
-        pid_t parent = getppid();
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) _exit(125);
-        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("no_new_privs");
-#ifdef DCODEX_SECCOMP
-        if (o.seccomp) install_seccomp();
-#endif
-        if (env) {
-            extern char **environ;
-            environ = env; /* execvp searches this PATH */
-        }
-        execvp(prog[0], prog);
-        fprintf(stderr, "dcodex-launch: cannot run %s: %s\n", prog[0], strerror(errno));
-        _exit(127);
     }
     close(note[1]);
     int status;

@@ -4,7 +4,8 @@ Making a confined sandbox costs ~2.5 ms before the program can start (starting t
 the namespaces, the new root with its binds and tmpfs, the uid, the cgroup). None of it depends
 on the program, so a background thread makes sandboxes ahead of need: each is a launcher
 started with `-W` (see launcher.c), finished up to the point where it would copy the program's
-files in, waiting on a unix socket. A run takes one, sends its own options, files, pipes and
+files in (its program process made and confined too, waiting for its program), waiting on a
+unix socket. A run takes one, sends its own options, files, pipes and
 program in one "go" message and is under way; the sandbox is used for that one run only, and a
 fresh one is made in the background to replace it. After the run the launcher tears the
 namespace down off the run's path too: the run is over for the engine when it has the stats
