@@ -658,42 +658,55 @@ static void start_program(char **prog) {
     _exit(127);
 }
 
-/* A pre-started sandbox's B, made before its run is known: confined, it waits on `sock` for
- * what A passes on of the go message (its stdin, stdout and stderr, rlimits, environment and
- * program), then starts it. EOF (the sandbox ended unused) ends it. */
-static void program_waits(int sock) {
+/* One datagram on `sock` (A: the engine's go message; B: A's part of it for the program):
+ * NUL-separated words and fds, the first three of which become this process's stdin, stdout
+ * and stderr (the rest are go_fds[3..]). Returns the words as an argv for getopt, argv[0]
+ * `name`, with options read as a go message's from here on. EOF (the sender is gone, or
+ * ended the sandbox unused) exits with `eof_code`. */
+static char **receive_run(int sock, const char *name, int *nargs, int eof_code) {
     static char words[192 << 10];
-    union { char buf[CMSG_SPACE(sizeof(int) * 3)]; struct cmsghdr align; } control;
+    union { char buf[CMSG_SPACE(sizeof(int) * MAX_GO_FDS)]; struct cmsghdr align; } control;
     struct iovec iov = {words, sizeof words - 1};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
                          .msg_controllen = sizeof control.buf};
     ssize_t n;
     while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {}
-    if (n <= 0) _exit(125);
-    close(sock);
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int) * 3)) _exit(125);
-    int fds[3];
-    memcpy(fds, CMSG_DATA(c), sizeof fds);
-    for (int fd = 0; fd < 3; fd++) {
-        if (dup2(fds[fd], fd) < 0) die("stdio");
-        if (fds[fd] > 2) close(fds[fd]);
+    if (n <= 0) _exit(eof_code);
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) fail("go message", "too long");
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        memcpy(go_fds + ngo_fds, CMSG_DATA(c), count * sizeof(int));
+        ngo_fds += (int)count;
+    }
+    if (ngo_fds < 3) fail("go message", "without stdin, stdout and stderr");
+    for (int fd = 0; fd < 3; fd++) { /* from here on, what it says goes to the run's stderr */
+        if (dup2(go_fds[fd], fd) < 0) die("stdio");
+        if (go_fds[fd] > 2) close(go_fds[fd]);
     }
     words[n] = 0;
-    /* The words are A's own go options, checked there: -l, -e, then -- and the program. */
-    int count = 2;
+    int count = 1;
     for (ssize_t i = 0; i < n; i++) count += words[i] == 0;
-    char **args = calloc((size_t)count + 1, sizeof *args);
-    if (!args) die("go message");
-    int nargs = 0;
-    args[nargs++] = "program";
-    for (char *w = words; w < words + n; w += strlen(w) + 1) args[nargs++] = w;
-    args[nargs] = NULL;
-    nlimits = nenv = 0;
-    env = calloc((size_t)nargs + 1, sizeof *env);
-    if (!env) die("go message");
+    char **args = calloc((size_t)count + 2, sizeof *args);
+    env = calloc((size_t)count + 1, sizeof *env);
+    if (!args || !env) die("go message");
+    *nargs = 0;
+    args[(*nargs)++] = (char *)name;
+    for (char *w = words; w < words + n; w += strlen(w) + 1) args[(*nargs)++] = w;
     in_go = 1;
-    optind = 0;
+    optind = 0; /* glibc: start a new scan */
+    return args;
+}
+
+/* A pre-started sandbox's B, made before its run is known: confined, it waits on `sock` for
+ * what A passes on of the go message (its stdin, stdout and stderr, rlimits, environment and
+ * program), then starts it. EOF (the sandbox ended unused) ends it. */
+static void program_waits(int sock) {
+    int nargs;
+    char **args = receive_run(sock, "program", &nargs, 125);
+    close(sock);
+    nlimits = nenv = 0;
+    /* The words are A's own go options, checked there: -l, -e, then -- and the program. */
     int opt;
     while ((opt = getopt(nargs, args, "+l:e:")) != -1) take_option(opt, optarg);
     set_limits();
@@ -740,42 +753,13 @@ static void tell_program(int sock, char **prog) {
  * Returns the program's argv. EOF instead of a message (the engine closed its pool, or is
  * gone) ends the sandbox quietly. */
 static char **await_go(int tell_launcher) {
-    static char words[192 << 10];
-    union { char buf[CMSG_SPACE(sizeof(int) * MAX_GO_FDS)]; struct cmsghdr align; } control;
-    struct iovec iov = {words, sizeof words - 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                         .msg_controllen = sizeof control.buf};
     if (write(o.waitfd, "R", 1) != 1) _exit(0);
-    ssize_t n;
-    while ((n = recvmsg(o.waitfd, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {}
-    if (n <= 0) _exit(0);
+    int nargs;
+    char **args = receive_run(o.waitfd, "go", &nargs, 0);
     close(o.waitfd);
     prctl(PR_SET_NAME, "dcodex-launch"); /* a run's launcher from here on */
     if (write(tell_launcher, "G", 1) < 0) {} /* ... L renames itself too */
     close(tell_launcher);
-    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) fail("go message", "too long");
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        memcpy(go_fds + ngo_fds, CMSG_DATA(c), count * sizeof(int));
-        ngo_fds += (int)count;
-    }
-    if (ngo_fds < 3) fail("go message", "without stdin, stdout and stderr");
-    for (int fd = 0; fd < 3; fd++) { /* from here on, what it says goes to the run's stderr */
-        if (dup2(go_fds[fd], fd) < 0) die("stdio");
-        close(go_fds[fd]);
-    }
-    words[n] = 0;
-    int count = 1;
-    for (ssize_t i = 0; i < n; i++) count += words[i] == 0;
-    char **args = calloc((size_t)count + 2, sizeof *args);
-    env = calloc((size_t)count + 1, sizeof *env);
-    if (!args || !env) die("go message");
-    int nargs = 0;
-    args[nargs++] = "go";
-    for (char *w = words; w < words + n; w += strlen(w) + 1) args[nargs++] = w;
-    in_go = 1;
-    optind = 0; /* glibc: start a new scan */
     int opt;
     while ((opt = getopt(nargs, args, "+" RUN_OPTIONS)) != -1) take_option(opt, optarg);
     if (optind >= nargs) fail("go message", "without a program");
