@@ -8,6 +8,7 @@ in both engine modes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -135,13 +136,47 @@ def test_a_ready_sandbox_killed_from_outside_is_passed_over(backend):
     code = PROGRAMS["hello"][1]
     _run(backend, Language.C, code)
     pool.the_pool().wait_idle()
-    for p in psutil.Process().children(recursive=True):
-        if is_prestarted(p) and p.ppid() == os.getpid():
-            p.kill()
+    for p in psutil.Process().children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if is_prestarted(p):
+                p.kill()
     wait_until(lambda: not [p for p in psutil.Process().children() if is_prestarted(p) and alive(p)])
     for _ in range(3):
         result = _run(backend, Language.C, code)
         assert result.ok and result.stdout == "hello\n", result
+
+
+def _children(p: psutil.Process) -> list[psutil.Process]:
+    try:
+        return p.children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+@needs_prestart
+def test_a_sandbox_that_dies_as_its_run_takes_it_is_replaced_by_one_of_its_own(backend):
+    """The launcher still there (stopped), its init gone: the go message cannot be delivered,
+    and the run makes its own sandbox instead of failing."""
+    code = PROGRAMS["hello"][1]
+    _run(backend, Language.C, code)
+    pool.the_pool().wait_idle()
+    launchers = [p for p in psutil.Process().children() if is_prestarted(p)]
+    assert launchers
+    try:
+        for launcher in launchers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                launcher.suspend()
+                for init in launcher.children():
+                    init.kill()
+        wait_until(lambda: not [c for p in launchers for c in _children(p) if alive(c)])
+        missed = pool.the_pool().missed
+        result = _run(backend, Language.C, code)
+        assert result.ok and result.stdout == "hello\n", result
+        assert pool.the_pool().missed == missed + 1
+    finally:
+        for launcher in launchers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                launcher.resume()
 
 
 @needs_prestart

@@ -334,9 +334,6 @@ class Slot(RunCgroup):
         return done.result()
 
     def _ready(self, memory: int) -> None:
-        # The peak and the OOM count are the run's own from here on.
-        self._oom_base = self._oom_count()
-        self._write("memory", "memory.max_usage_in_bytes", 0)
         # memsw must stay >= the memory limit: raise it first, lower it after.
         order = (("memory.memsw.limit_in_bytes", True), ("memory.limit_in_bytes", False))
         if memory < self.memory:
@@ -348,6 +345,18 @@ class Slot(RunCgroup):
                 self._write("memory", "memory.force_empty", 0)
                 self._write("memory", name, memory, optional=optional)
         self.memory = memory
+        # What earlier runs of this uid left charged here (the page cache of files they read
+        # first: headers, a precompiled header of 150 MB) would count in this run's peak, and a
+        # failing run near its limit reads as out of memory: drop it while it is a large part.
+        used = self._read("memory", "memory.usage_in_bytes").strip()
+        if used.isdigit() and int(used) > memory // 8:
+            try:
+                self._write("memory", "memory.force_empty", 0)
+            except OSError:
+                pass
+        # The peak and the OOM count are the run's own from here on.
+        self._oom_base = self._oom_count()
+        self._write("memory", "memory.max_usage_in_bytes", 0)
 
     def paths(self) -> list[str]:
         return []  # born in the slot: nothing to join

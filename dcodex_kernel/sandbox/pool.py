@@ -133,9 +133,13 @@ class Pool:
             self._top_up(shape, caps, python)
         return found
 
-    def done(self, ready: Ready) -> None:
-        """The run in `ready` is over for the engine: reap and release it in the background."""
+    def done(self, ready: Ready, started: bool = True) -> None:
+        """The run in `ready` is over for the engine (or never `started`: the sandbox had died,
+        and the run made its own): reap and release it in the background."""
         with self._lock:
+            if not started:
+                self.served -= 1
+                self.missed += 1
             self._submit(("release", ready))
 
     # ---- for tests, `dcodex doctor` and shutdown ----

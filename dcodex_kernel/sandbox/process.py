@@ -108,24 +108,33 @@ def run_process(
     ready = None
     if not binds and workspace.workdir is None and pool.serves(caps, len(fds), words):
         ready = pool.the_pool().take(caps, python)
-    uid = ready.uid if ready is not None else workspace.uid
     if ready is not None:
-        group = ready.group
-        if group is not None:
-            group.set_limits(limits.memory, limits.processes + 2)
-    else:
-        group = cgroups.for_run(caps.cgroup, uid=uid, memory=limits.memory,
-                                tasks=limits.processes + 2) if caps.cgroup else None
+        if ready.group is not None:
+            ready.group.set_limits(limits.memory, limits.processes + 2)
+        started = True
+        try:
+            exit = yield from _run(argv, workspace, ready.uid, caps, env, limits, stdin, cancel,
+                                   phase, inputs, output, ready.group, python, binds,
+                                   feed if not stdin else None, ready)
+            return exit
+        except _SandboxGone:  # it died in the instant since take(): nothing started
+            started = False
+        finally:  # reaped, its uid and cgroup given back, off the run's path
+            pool.the_pool().done(ready, started=started)
+    group = cgroups.for_run(caps.cgroup, uid=workspace.uid, memory=limits.memory,
+                            tasks=limits.processes + 2) if caps.cgroup else None
     try:
-        exit = yield from _run(argv, workspace, uid, caps, env, limits, stdin, cancel, phase,
-                               inputs, output, group, python, binds,
-                               feed if not stdin else None, ready)
+        exit = yield from _run(argv, workspace, workspace.uid, caps, env, limits, stdin, cancel,
+                               phase, inputs, output, group, python, binds,
+                               feed if not stdin else None, None)
     finally:
-        if ready is not None:
-            pool.the_pool().done(ready)  # reaped, its uid and cgroup given back, off the run's path
-        elif group is not None:
+        if group is not None:
             group.close()
     return exit
+
+
+class _SandboxGone(Exception):
+    """A pre-started sandbox could not take its go message (it had died)."""
 
 
 def _run(argv, workspace, uid, caps, env, limits, stdin, cancel, phase, inputs, output, group,
@@ -279,10 +288,12 @@ def _go(ready: pool.Ready, own: list[str], env: dict, argv: list[str], fds: list
     try:
         ready.go([*own, *(w for k, v in env.items() for w in ("-e", f"{k}={v}")), "--", *argv],
                  [*theirs, *fds])
-    except BaseException:
+    except BaseException as e:
         for r, w in ends:
             os.close(r)
             os.close(w)
+        if isinstance(e, (BrokenPipeError, ConnectionError)):
+            raise _SandboxGone from e
         raise
     for fd in theirs:
         os.close(fd)
