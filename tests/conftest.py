@@ -13,7 +13,7 @@ from dcodex_kernel.build_cache import BuildCache
 from dcodex_kernel.sandbox import isolation
 
 from .kernel_support import shared_pch_store, start_kernel, stop_kernel
-from .support import PIDS_ROOT, PidsCgroup, end_prestarted, run_dirs, wait_until_clean
+from .support import PIDS_ROOT, PidsCgroup, end_prestarted, ipython_shell, run_dirs, wait_until_clean
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +72,14 @@ def kernels():
     yield get
     for km, kc in started.values():
         stop_kernel(km, kc)
+
+
+@pytest.fixture(scope="module")
+def ip(backend):
+    """An IPython shell with the extension loaded and the real engine, with the test session's
+    own build cache instead of the user's."""
+    shell = ipython_shell()
+    shell.run_line_magic("load_ext", "dcodex_kernel")
+    shell.magics_manager.registry["DCodeXMagics"].backend = backend
+    yield shell
+    shell.run_line_magic("unload_ext", "dcodex_kernel")

@@ -225,3 +225,37 @@ def ipython_shell():
 
     globalipapp.start_ipython()
     return globalipapp.get_ipython()
+
+
+def run_as_ordinary_user(script: str, *args: str, input: str = "", timeout: float = 180) -> str:
+    """Run `script` with the system Python as an ordinary user (made if missing), on a copy of
+    the package it can read, with a home of its own: `sys.argv[1]` is the copy's top dir, then
+    `args`. Returns its stdout; fails with its stderr if it fails; skips where that Python has no
+    psutil (Debian's python3-psutil)."""
+    import shutil
+    import tempfile
+
+    import pytest
+
+    user = ordinary_user("dcodex-hostile")
+    top = tempfile.mkdtemp(prefix="dcodex-as-user-")
+    try:
+        shutil.copytree(os.path.join(os.path.dirname(os.path.dirname(__file__)), "dcodex_kernel"),
+                        os.path.join(top, "dcodex_kernel"), ignore=shutil.ignore_patterns("__pycache__"))
+        for dirpath, _, files in os.walk(top):
+            os.chmod(dirpath, 0o755)
+            for name in files:
+                os.chmod(os.path.join(dirpath, name), 0o644)
+        home = os.path.join(top, "home")
+        os.makedirs(home)
+        os.chown(home, user.pw_uid, user.pw_gid)
+        proc = subprocess.run(["/usr/bin/python3", "-c", script, top, *args], input=input,
+                              capture_output=True, text=True, timeout=timeout, cwd="/",
+                              env={"HOME": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                              user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+        if proc.returncode and "No module named 'psutil'" in proc.stderr:
+            pytest.skip("the ordinary user's /usr/bin/python3 has no psutil")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -16,7 +16,6 @@ from dcodex_kernel.events import Output, Status
 from dcodex_kernel.request import Checker, Language, Limits, Request
 from dcodex_kernel.verdicts import MAX_EXPECTED_BYTES, Case, checker_answer, comment
 
-from .support import ipython_shell
 from .test_cases import LIMITS_CPP, SUM_C, execute
 
 # A checker that accepts any output whose first number is the sum of the input's two numbers,
@@ -439,13 +438,6 @@ def test_kernel_bad_cases_is_one_option_error(c_kernel, tmp_path, kind):
     assert says in r.errors[0]["evalue"]
 
 
-@pytest.fixture(scope="module")
-def ip(backend):
-    shell = ipython_shell()
-    shell.run_line_magic("load_ext", "dcodex_kernel")
-    shell.magics_manager.registry["DCodeXMagics"].backend = backend
-    yield shell
-    shell.run_line_magic("unload_ext", "dcodex_kernel")
 
 
 def magic(ip, line, body):
@@ -518,40 +510,15 @@ print(json.dumps(out))
 def test_checkers_in_an_ordinary_users_engine(tmp_path):
     """The engine as an ordinary user (no per-run uid, a user namespace): a C and a Python
     checker are built and run in the sandbox there too, with the same verdicts."""
-    import shutil
-    import tempfile
+    from .support import run_as_ordinary_user
 
-    from .support import ordinary_user
-
-    user = ordinary_user("dcodex-hostile")
-    top = tempfile.mkdtemp(prefix="dcodex-checker-")
-    try:
-        shutil.copytree(os.path.join(os.path.dirname(os.path.dirname(__file__)), "dcodex_kernel"),
-                        os.path.join(top, "dcodex_kernel"), ignore=shutil.ignore_patterns("__pycache__"))
-        home = os.path.join(top, "home")
-        os.makedirs(home)
-        os.chown(home, user.pw_uid, user.pw_gid)
-        for dirpath, _, files in os.walk(top):
-            if not dirpath.startswith(home):
-                os.chmod(dirpath, 0o755)
-                for name in files:
-                    os.chmod(os.path.join(dirpath, name), 0o644)
-        spec = {"program": WRONG_C, "cases": [[c.name, c.input.decode(), c.expected.decode()] for c in CASES],
-                "checkers": {"c": CHECK_C, "python": CHECK_PY}}
-        proc = subprocess.run(["/usr/bin/python3", "-c", ORDINARY_RUNNER, top], input=json.dumps(spec),
-                              capture_output=True, text=True, timeout=180, cwd="/",
-                              env={"HOME": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                              user=user.pw_uid, group=user.pw_gid, extra_groups=[])
-        if proc.returncode and "No module named 'psutil'" in proc.stderr:
-            pytest.skip("the ordinary user's /usr/bin/python3 has no psutil")
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        out = json.loads(proc.stdout)
-        for language in ("c", "python"):
-            got = out[language]
-            assert got["status"] == "runtime_error" and "per-run-uid" not in got["isolation"], got
-            assert [c[:2] for c in got["cases"]] == [["1", "accepted"], ["2", "wrong_answer"],
-                                                    ["3", "accepted"]], got
-            assert got["stdout"] == "=== case 1 ===\n3\n=== case 2 ===\n5\n=== case 3 ===\n42\n"
-        assert out["c"]["cases"][1][2] == "want 4" and out["python"]["cases"][1][2] == "want 4, got ['5']"
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    spec = {"program": WRONG_C, "cases": [[c.name, c.input.decode(), c.expected.decode()] for c in CASES],
+            "checkers": {"c": CHECK_C, "python": CHECK_PY}}
+    out = json.loads(run_as_ordinary_user(ORDINARY_RUNNER, input=json.dumps(spec)))
+    for language in ("c", "python"):
+        got = out[language]
+        assert got["status"] == "runtime_error" and "per-run-uid" not in got["isolation"], got
+        assert [c[:2] for c in got["cases"]] == [["1", "accepted"], ["2", "wrong_answer"],
+                                                ["3", "accepted"]], got
+        assert got["stdout"] == "=== case 1 ===\n3\n=== case 2 ===\n5\n=== case 3 ===\n42\n"
+    assert out["c"]["cases"][1][2] == "want 4" and out["python"]["cases"][1][2] == "want 4, got ['5']"

@@ -16,7 +16,6 @@ from dcodex_kernel.options import OptionError, parse_header, request_from
 from dcodex_kernel.request import Language, Limits
 from dcodex_kernel.verdicts import Case
 
-from .support import ipython_shell
 
 SUM_C = r"""#include <stdio.h>
 int main(void) { long a, b; if (scanf("%ld %ld", &a, &b) != 2) return 1; printf("%ld\n", a + b); return 0; }
@@ -209,13 +208,6 @@ def test_kernel_bad_cases_or_compare_is_one_option_error(c_kernel, header, says)
 
 # ---------------------------------------------------------------- the magics
 
-@pytest.fixture(scope="module")
-def ip(backend):
-    shell = ipython_shell()
-    shell.run_line_magic("load_ext", "dcodex_kernel")
-    shell.magics_manager.registry["DCodeXMagics"].backend = backend  # the tests' build cache
-    yield shell
-    shell.run_line_magic("unload_ext", "dcodex_kernel")
 
 
 def magic(ip, line, body=SUM_C):

@@ -9,10 +9,7 @@ import json
 import os
 import pty
 import select
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -25,7 +22,7 @@ from dcodex_kernel.interactive import StdinFeed
 from dcodex_kernel.request import Limits, Request
 
 from .kernel_support import execute, ipykernel_dirs, start_kernel, stop_kernel
-from .support import orphaned_sandbox_processes, ordinary_user, sandbox_processes, wait_until
+from .support import orphaned_sandbox_processes, run_as_ordinary_user, sandbox_processes, wait_until
 
 TWO_PROMPTS_C = r'''#include <stdio.h>
 int main(void) {
@@ -213,36 +210,14 @@ print(json.dumps(out))
 @pytest.mark.skipif(os.geteuid() != 0, reason="the suite runs as an ordinary user already")
 @pytest.mark.parametrize("language", ["c", "python"])
 def test_an_ordinary_user_engine_sees_the_program_wait(language, tmp_path):
-    user = ordinary_user("dcodex-hostile")
-    top = tempfile.mkdtemp(prefix="dcodex-interactive-")
-    try:
-        shutil.copytree(os.path.join(os.path.dirname(os.path.dirname(__file__)), "dcodex_kernel"),
-                        os.path.join(top, "dcodex_kernel"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        home = os.path.join(top, "home")
-        os.makedirs(home)
-        os.chown(home, user.pw_uid, user.pw_gid)
-        for dirpath, _, files in os.walk(top):
-            os.chmod(dirpath, 0o755)
-            for name in files:
-                os.chmod(os.path.join(dirpath, name), 0o644)
-        code = TWO_PROMPTS_C if language == "c" else \
-            'import select, sys\nprint("a? ", end="", flush=True)\n' \
-            'select.select([sys.stdin], [], [])\na = int(sys.stdin.readline())\n' \
-            'b = int(input("b? "))\nprint(f"sum={a + b}")\n'
-        proc = subprocess.run(["/usr/bin/python3", "-c", ORDINARY_RUNNER, top, language],
-                              input=code, capture_output=True, text=True, timeout=120, cwd="/",
-                              env={"HOME": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                              user=user.pw_uid, group=user.pw_gid, extra_groups=[])
-        if proc.returncode and "No module named 'psutil'" in proc.stderr:
-            pytest.skip("the ordinary user's /usr/bin/python3 has no psutil")
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        events = json.loads(proc.stdout)
-        assert ["prompt", "a? "] in events and ["prompt", "b? "] in events
-        assert events[-1][1] == "ok" and "per-run-uid" not in events[-1][2]
-        assert ["stdout", "sum=7\n"] in events
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    code = TWO_PROMPTS_C if language == "c" else \
+        'import select, sys\nprint("a? ", end="", flush=True)\n' \
+        'select.select([sys.stdin], [], [])\na = int(sys.stdin.readline())\n' \
+        'b = int(input("b? "))\nprint(f"sum={a + b}")\n'
+    events = json.loads(run_as_ordinary_user(ORDINARY_RUNNER, language, input=code, timeout=120))
+    assert ["prompt", "a? "] in events and ["prompt", "b? "] in events
+    assert events[-1][1] == "ok" and "per-run-uid" not in events[-1][2]
+    assert ["stdout", "sum=7\n"] in events
 
 
 # ---- dcodex run at a terminal --------------------------------------------------------------

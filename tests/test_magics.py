@@ -19,7 +19,7 @@ from dcodex_kernel.events import Result, Status
 from dcodex_kernel.magics import DCodeXError, DCodeXInterrupt, DCodeXMagics
 
 from .kernel_support import collect, execute, ipykernel_dirs, start_kernel, stop_kernel
-from .support import (alive, descendants, ipython_shell, is_prestarted, is_sandbox_uid, orphaned_sandbox_processes,
+from .support import (alive, descendants, is_prestarted, is_sandbox_uid, orphaned_sandbox_processes,
                       wait_until)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[mK]")
@@ -73,14 +73,6 @@ class Recorder:
 
 # ---- IPython shell -----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ip(backend):
-    shell = ipython_shell()
-    shell.run_line_magic("load_ext", "dcodex_kernel")
-    # The real engine, with the test session's own build cache (conftest) instead of the user's.
-    shell.magics_manager.registry["DCodeXMagics"].backend = backend
-    yield shell
-    shell.run_line_magic("unload_ext", "dcodex_kernel")
 
 
 @pytest.fixture

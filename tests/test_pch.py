@@ -11,7 +11,7 @@ import pytest
 
 from dcodex_kernel.backends.local import LocalBackend
 from dcodex_kernel.build_cache import BuildCache
-from dcodex_kernel.events import Output, Status, collect
+from dcodex_kernel.events import Output, Status
 from dcodex_kernel.pch import HEADERS, PchStore, only_own_diagnostics, wanted_header
 from dcodex_kernel.request import Language, Request
 from dcodex_kernel.sandbox import isolation

@@ -72,7 +72,7 @@ import grpc
 
 from dcodex_kernel.backends.remote import RemoteBackend
 from dcodex_kernel.cancel import CancelToken
-from dcodex_kernel.events import Output, Result, Status, collect
+from dcodex_kernel.events import Output, Status, collect
 from dcodex_kernel.interactive import StdinFeed
 from dcodex_kernel.proto import dcodex_pb2 as pb
 from dcodex_kernel.proto import dcodex_pb2_grpc as pb_grpc

@@ -28,7 +28,7 @@ import queue
 import socket
 import subprocess
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..request import Limits
 from . import cgroups
@@ -62,7 +62,6 @@ class Ready:
     workspace: Workspace
     group: object  # cgroups.RunCgroup | cgroups.Slot | None
     shape: tuple
-    used: bool = field(default=False)
 
     @property
     def uid(self) -> int | None:
@@ -71,7 +70,6 @@ class Ready:
     def go(self, words: list[str], fds: list[int]) -> None:
         """Start the run: its options and program (`words`), its fds (stdin, stdout, stderr,
         then those the words name by index)."""
-        self.used = True
         data = b"\0".join(os.fsencode(w) for w in words)
         try:
             self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
@@ -229,7 +227,7 @@ class Pool:
 
 
 def _shape(caps: Capabilities, python: bool) -> tuple:
-    return (tuple(caps.launcher_flags(python=python)), os.getpid())
+    return tuple(caps.launcher_flags(python=python))
 
 
 class PrestartFailed(RuntimeError):
@@ -245,7 +243,7 @@ def _prestart(shape: tuple, caps: Capabilities, python: bool) -> Ready:
                                     tasks=_DEFAULTS.processes + 2)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            cmd = ["dcodex-launch", *shape[0], "-P", str(os.getpid()), "-d", str(_DEFAULTS.disk)]
+            cmd = ["dcodex-launch", *shape, "-P", str(os.getpid()), "-d", str(_DEFAULTS.disk)]
             if workspace.uid is not None:
                 cmd += ["-u", str(workspace.uid), "-g", str(workspace.gid)]
             for path in group.paths() if group is not None else ():
