@@ -13,7 +13,7 @@ from dcodex_kernel.build_cache import BuildCache
 from dcodex_kernel.sandbox import isolation
 
 from .kernel_support import shared_pch_store, start_kernel, stop_kernel
-from .support import PIDS_ROOT, PidsCgroup, end_prestarted, ipython_shell, run_dirs, wait_until_clean
+from .support import PIDS_ROOT, PidsCgroup, end_prestarted, ipython_shell, name_of, run_dirs, wait_until_clean
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def no_leftovers():
     # is left is exactly what runs left (and the pool gives back all it held).
     end_prestarted()
     procs, dirs = wait_until_clean(before_dirs, since)
-    assert not procs, f"processes left behind: {[(p.pid, p.name()) for p in procs]}"
+    assert not procs, f"processes left behind: {[(p.pid, name_of(p)) for p in procs]}"
     assert not dirs, f"run directories left behind: {dirs}"
     leaked = set(os.listdir("/proc/self/fd")) - before_fds
     leaked = {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")}

@@ -43,14 +43,19 @@ def end_prestarted() -> None:
     pool.the_pool().close_idle()
 
 
+def name_of(p: psutil.Process) -> str:
+    """p's name, or "" once it has gone: a run's processes end at any moment."""
+    try:
+        return p.name()
+    except psutil.Error:
+        return ""
+
+
 def is_prestarted(p: psutil.Process) -> bool:
     """A process of a sandbox some engine made ahead of need and has not used (pool.py: its
     launcher, its init, and its program process waiting, as the run's uid, for a program): the
     engine's, not a run's."""
-    try:
-        return p.name() == "dcodex-ready"
-    except psutil.Error:
-        return False
+    return name_of(p) == "dcodex-ready"
 
 
 def alive(p: psutil.Process) -> bool:

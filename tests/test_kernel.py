@@ -22,7 +22,7 @@ from dcodex_kernel.options import OptionError
 from dcodex_kernel.request import Language
 
 from .kernel_support import execute, collect, start_kernel, stop_kernel, kernels_dir
-from .support import alive, descendants, orphaned_sandbox_processes, wait_until
+from .support import alive, descendants, name_of, orphaned_sandbox_processes, wait_until
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[mK]")
 
@@ -300,7 +300,7 @@ def test_interrupt_stops_the_program_and_the_kernel_survives(kernels, name, code
     msg_id = kc.execute(code)
     started = time.monotonic()
     if code is SLOW_BUILD:
-        wait_until(lambda: any(p.name().startswith("cc1") for p in descendants(kernel_pid)), 10)
+        wait_until(lambda: any(name_of(p).startswith("cc1") for p in descendants(kernel_pid)), 10)
     else:
         while True:  # wait until the program is really running
             msg = kc.get_iopub_msg(timeout=30)
