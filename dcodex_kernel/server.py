@@ -1,10 +1,11 @@
 """`dcodex serve`: the DCodeX-compatible gRPC service (dcodex.proto) over the local engine.
 
 Each request is clamped to the server's maxima, waits for one of `max_concurrent` sandbox slots
-(fairly across clients; past the queue: RESOURCE_EXHAUSTED), then runs on LocalBackend in a
-thread of its own. That engine thread never waits for the client: events go into a mailbox that
-the gRPC handler drains, so a slow or stalled reader cannot keep a program past its wall limit,
-and what the mailbox holds is bounded by the run's output cap. A client that cancels or goes
+(fairly across clients; past the queue: RESOURCE_EXHAUSTED), then runs on LocalBackend. The
+engine is never held up by the client: a run starts in the RPC's own thread and moves to an
+engine thread of its own once it has much output or one send waits (relay.py), so a slow or
+stalled reader cannot keep a program past its wall limit, and what waits for it is bounded by
+the run's output cap. A client that cancels or goes
 away has its program killed at once (the RPC's termination callback cancels the run's
 CancelToken); so does a Cancel RPC naming an Execute run of the same client, after which the
 run's stream ends with its own CANCELLED Result. Successful runs are kept in a result cache
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -36,12 +38,13 @@ from . import __version__
 from .backends.local import LocalBackend
 from .build_cache import BuildCache
 from .cancel import CancelToken
-from .events import InputRequest, Output, Phase, Result, Status
+from .events import InputRequest, Phase, Result, Status
 from .interactive import StdinFeed
 from .proto import dcodex_pb2 as pb
 from .proto import dcodex_pb2_grpc as pb_grpc
 from .proto.convert import (LIMIT_FIELDS, cases_from_pb, checker_from_pb, input_to_pb,
                             limits_to_pb, output_to_pb, phase_to_pb, result_to_pb)
+from .relay import Relay, Watchdog
 from .request import Language, Limits, Request
 from .sessions import SessionError, SessionStore, apply_upload
 from .workspace import MAX_BYTES as WORKSPACE_BYTES, MAX_FILES as WORKSPACE_FILES
@@ -276,43 +279,6 @@ class Scheduler:
             self._turns.remove(client)
 
 
-class Mailbox:
-    """Events from the engine thread to the gRPC handler. `put` never blocks (the engine must
-    keep its deadlines whatever the client does); when the reader lags, adjacent output of one
-    stream is merged, so what waits here is bounded by the run's output cap, in few items."""
-
-    MERGE_AFTER = 64
-    MERGE_MAX = 64 << 10  # no merged chunk above this (DCodeX clients take 4 MiB messages)
-
-    def __init__(self):
-        self._items: collections.deque = collections.deque()
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, event) -> None:
-        with self._cond:
-            last = self._items[-1] if self._items else None
-            if (len(self._items) >= self.MERGE_AFTER and isinstance(event, Output)
-                    and isinstance(last, Output) and (last.stream, last.phase) == (event.stream, event.phase)
-                    and len(last.text) + len(event.text) <= self.MERGE_MAX):
-                self._items[-1] = replace(last, text=last.text + event.text)
-            else:
-                self._items.append(event)
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def get(self):
-        """The next event, or None once the engine is done and everything was taken."""
-        with self._cond:
-            while not self._items and not self._closed:
-                self._cond.wait()
-            return self._items.popleft() if self._items else None
-
-
 @dataclass
 class _Entry:
     logs: list[bytes]  # serialized ExecutionLogs, the last one the Result's
@@ -418,11 +384,13 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                                    config.result_cache_bytes)
         self.metrics = Metrics()
         self.rates = RateLimiter(config.rate_limit, config.rate_burst)
-        # Threads kept for the runs' engines (one per sandbox slot, twice that for the moment a
-        # finished engine has released its slot but not yet its thread) and for the Session
+        # Threads kept for the engines of runs the relay moved off their RPC's thread (one per
+        # sandbox slot, twice that for the moment a finished engine has released its slot but
+        # not yet its thread) and for the Session
         # listeners (one per RPC, likewise): starting two threads per request cost ~0.9 ms of
         # CPU, a sixth of the server's whole work on a hello world. Made only when first needed.
         self._engines = futures.ThreadPoolExecutor(2 * config.max_concurrent, "dcodex-engine")
+        self._watchdog = Watchdog()
         self._listeners = futures.ThreadPoolExecutor(2 * rpc_threads(config), "dcodex-session")
         self._sessions: SessionStore | None = None  # made with the first session
         self._sessions_lock = threading.Lock()
@@ -504,7 +472,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
     def _serve(self, message, context, guard: "_Guard", feed: StdinFeed | None):
         start = time.monotonic()
         context.add_callback(guard.cancel)  # cancelled, disconnected, deadline: stop the run
-        worker = None
+        relay = None
         session, turn = None, False
         named = None
         try:
@@ -569,12 +537,12 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"server busy: {self.scheduler.slots} runs in progress and "
                               f"{self.scheduler.queue_length} queued; try again later")
-            mailbox = Mailbox()
             backend = self.strict_backend if strict else self.backend
-            worker = self._engines.submit(_engine, backend, request, guard, mailbox,
-                                          self.scheduler, feed)
+            relay = Relay(backend.execute(request, guard.token, feed), self._engines, self._watchdog,
+                          functools.partial(self._release, guard, feed, session, turn, slot=True),
+                          guard.cancel)
             kept: list[bytes] | None = [] if key is not None else None
-            while (event := mailbox.get()) is not None:
+            for event in relay:
                 if isinstance(event, Result):
                     reply = result_to_pb(event, elapsed_s=time.monotonic() - start)
                     self.metrics.finished(time.monotonic() - start, event.peak_memory)
@@ -589,26 +557,30 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                     reply = output_to_pb(event)
                     if kept is not None:
                         kept.append(reply.SerializeToString())
+                relay.sending(reply.ByteSize())
                 yield reply
+                relay.sent()
         finally:
             if named is not None:
                 with self._named_lock:
                     del self._named[named]
-            if worker is not None and not worker.done():  # the handler was closed mid-run
-                guard.cancel()
-            if worker is None:  # else the engine thread closes them when it is done
-                guard.close()
-                if feed is not None:
-                    feed.close()
-            if session is not None:  # the next run of the session goes when this one has ended
-                def done(_=None, session=session, turn=turn):
-                    if turn:
-                        session.end_turn()
-                    self.sessions.release(session)
-                if worker is not None:
-                    worker.add_done_callback(done)
-                else:
-                    done()
+            if relay is not None:
+                relay.close()  # the run ends (in its engine thread, if it has one), then _release
+            else:
+                self._release(guard, feed, session, turn, slot=False)
+
+    def _release(self, guard: "_Guard", feed: StdinFeed | None, session, turn: bool, slot: bool) -> None:
+        """What a run held, given back when it is over: its sandbox slot, its token, its stdin
+        feed; its session's turn (the session's next run goes now)."""
+        if slot:
+            self.scheduler.release()
+        guard.close()
+        if feed is not None:
+            feed.close()
+        if session is not None:
+            if turn:
+                session.end_turn()
+            self.sessions.release(session)
 
     def _name(self, context, run_id: str, guard: "_Guard") -> str:
         if len(run_id) > MAX_RUN_ID or not run_id.isprintable():
@@ -663,24 +635,6 @@ class _Guard:
             if not self._closed:
                 self._closed = True
                 self.token.close()
-
-
-def _engine(backend, request, guard: _Guard, mailbox: Mailbox, scheduler: Scheduler,
-            feed: StdinFeed | None) -> None:
-    events = backend.execute(request, guard.token, feed)
-    try:
-        for event in events:
-            mailbox.put(event)
-    except Exception as e:  # an engine bug: still exactly one Result
-        log.exception("engine failed")
-        mailbox.put(Result(Status.INTERNAL_ERROR, f"{type(e).__name__}: {e}"))
-    finally:
-        events.close()
-        scheduler.release()
-        guard.close()
-        if feed is not None:
-            feed.close()
-        mailbox.close()
 
 
 MAX_RUN_ID = 128
