@@ -752,6 +752,28 @@ def test_a_stalled_reader_cannot_extend_the_run(server):
     channel.close()
 
 
+def test_a_client_whose_window_stays_shut_cannot_hold_a_short_run(server):
+    """A run starts in its RPC's thread (relay.py); a client whose stream window is 1 KiB and
+    never reads blocks the second small send. The watchdog moves the run to an engine thread and
+    the wall limit holds."""
+    code = ("import sys, time\nfor i in range(8):\n    sys.stdout.write(f'{i}' * 500 + '\\n')\n"
+            "    sys.stdout.flush()\n    time.sleep(0.01)\ntime.sleep(30)\n")
+    channel = grpc.insecure_channel(server.address, [
+        *SMALL_WINDOW, ("grpc.http2.lookahead_bytes", 1024)])
+    try:
+        call = pb_grpc.CodeExecutorStub(channel).Execute(pb.CodeRequest(
+            language="python", code=code, limits=pb.Limits(wall_time_s=1)))
+        assert wait_until(lambda: sandbox_processes(), 3.0)
+        started = time.monotonic()
+        assert wait_until(lambda: not sandbox_processes(), 3.0), "a shut window kept the program"
+        assert time.monotonic() - started < 1.6
+        logs = list(call)
+        assert logs[-1].status == pb.WALL_TIMEOUT and logs[-1].wall_time_s < 1.5
+        assert "".join(m.stdout_chunk for m in logs) == "".join(f"{i}" * 500 + "\n" for i in range(8))
+    finally:
+        channel.close()
+
+
 def test_a_slow_reader_gets_its_output_in_messages_a_dcodex_client_takes():
     """While the reader lags, the server merges output chunks, but never into a message above
     what a default gRPC client accepts (4 MiB)."""
