@@ -23,11 +23,15 @@ class Status(str, Enum):
 
 @dataclass(frozen=True)
 class Output:
-    """Text a program (phase "run") or its compiler (phase "compile") wrote, as it wrote it."""
+    """Text a program (phase "run") or its compiler (phase "compile") wrote, as it wrote it
+    (what it wrote within a few milliseconds comes as one event)."""
 
     stream: str  # "stdout" or "stderr"
     text: str
     phase: str = "run"
+    # Read once the process had ended: of a single run, only the Result follows (the server
+    # may send the two in one message, relay.py). A hint, not part of what was written.
+    after_exit: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 SERVICE = "dcodex.CodeExecutor"
 
+FOLD_MAX = 64 << 10  # the most closing output sent in a Result message
+
 # DCodeX's defaults for a request that sets no limit.
 DCODEX_DEFAULTS = Limits(cpu_s=1.0, wall_s=2.0, memory=4 << 30, output=10240)
 # The most a request may ask for unless the operator says otherwise (others: Limits' defaults).
@@ -542,12 +544,21 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                           functools.partial(self._release, guard, feed, session, turn, slot=True),
                           guard.cancel)
             kept: list[bytes] | None = [] if key is not None else None
+            # A single run's closing stdout goes with its Result, to a client that reads it there.
+            fold = message.output_in_result and not request.cases and request.repeat == 1
+            closing = None
             for event in relay:
+                replies = []
+                if closing is not None and not isinstance(event, Result):
+                    replies.append(closing)
+                    closing = None
                 if isinstance(event, Result):
                     reply = result_to_pb(event, elapsed_s=time.monotonic() - start)
                     self.metrics.finished(time.monotonic() - start, event.peak_memory)
                     if kept is not None and event.status is Status.OK and not event.truncated:
                         self.results.put(key, [*kept, reply.SerializeToString()])
+                    if closing is not None:
+                        reply.stdout_chunk = closing.stdout_chunk
                 elif isinstance(event, InputRequest):
                     reply = input_to_pb(event)
                     kept = None  # what follows depends on the answers: never replayed
@@ -557,9 +568,14 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
                     reply = output_to_pb(event)
                     if kept is not None:
                         kept.append(reply.SerializeToString())
-                relay.sending(reply.ByteSize())
-                yield reply
-                relay.sent()
+                    if fold and event.after_exit and event.stream == "stdout" and event.phase == "run" \
+                            and len(event.text) <= FOLD_MAX:
+                        closing, reply = reply, None
+                for reply in (*replies, reply):
+                    if reply is not None:
+                        relay.sending(reply.ByteSize())
+                        yield reply
+                        relay.sent()
         finally:
             if named is not None:
                 with self._named_lock:

@@ -226,6 +226,18 @@ def test_output_streams_while_program_runs(backend, language):
     assert end_at - first_at > 0.8, f"first line at {first_at:.2f}s, end at {end_at:.2f}s"
 
 
+def test_output_written_close_together_comes_in_few_events(backend):
+    # 40 lines a millisecond apart: each read apart, yet a handful of events, since output is
+    # held up to HOLD_S (relay.py and every front door send one message per event); the same
+    # text, in order.
+    code = ('#include <stdio.h>\n#include <unistd.h>\nint main(void) {\n'
+            '  for (int i = 0; i < 40; i++) { printf("%d\\n", i); fflush(stdout); usleep(1000); } }\n')
+    result, timed = run(backend, "c", code)
+    outputs = [e for _, e in timed if isinstance(e, Output)]
+    assert text(timed) == "".join(f"{i}\n" for i in range(40))
+    assert len(outputs) <= 20, len(outputs)
+
+
 def test_utf8_split_across_writes_is_not_broken(backend):
     # "é" = C3 A9: the two bytes arrive in separate reads; the decoder must join them.
     code = ('#include <stdio.h>\n#include <unistd.h>\nint main(void) {\n'

@@ -188,6 +188,22 @@ def test_output_streams_while_the_program_runs(remote):
     assert "pid-namespace" in result.isolation
 
 
+def test_a_runs_closing_output_comes_in_its_last_message_to_a_client_that_reads_it(server):
+    """Our client sets output_in_result: the stdout read after the program ended (here, at
+    least the incomplete UTF-8 sequence the decoder gives up on at the very end) rides in the
+    Result's message. A client that does not set it gets every chunk apart, as DCodeX sends."""
+    code = '#include <stdio.h>\nint main(void) { fputs("hello \\xc3", stdout); return 0; }\n'
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.CodeExecutorStub(channel)
+        for fold in (True, False):
+            logs = list(stub.Execute(pb.CodeRequest(language="c", code=code, output_in_result=fold)))
+            assert logs[-1].status == pb.OK
+            assert "".join(m.stdout_chunk for m in logs) == "hello \ufffd"
+            assert logs[-1].stdout_chunk.endswith("\ufffd") if fold else logs[-1].stdout_chunk == ""
+    result = collect(RemoteBackend(server.address).execute(Request("c", code)))
+    assert result.ok and result.stdout == "hello \ufffd"
+
+
 CASES = {
     "ok": ("c", '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n', {}),
     "compile_error": ("c", "int main(void) { return 0 }\n", {}),

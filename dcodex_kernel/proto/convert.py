@@ -39,7 +39,7 @@ def request_to_pb(request: Request, *, strict: bool = False, session: str = "",
         cases=[pb.TestCase(name=c.name, input=c.input, expected=c.expected) for c in request.cases],
         compare=request.compare, files=dict(request.files if upload is None else upload),
         sources=request.sources, show_output=request.show_output,
-        repeat=request.repeat if request.repeat > 1 else 0)
+        repeat=request.repeat if request.repeat > 1 else 0, output_in_result=True)
     if isinstance(request.checker, Checker):
         message.checker.CopyFrom(pb.CheckerProgram(language=request.checker.language.value,
                                                    code=request.checker.code, name=request.checker.name))
@@ -138,10 +138,12 @@ def _case_from_pb(case: pb.CaseResult) -> CaseResult:
 
 
 def events_from_pb(log: pb.ExecutionLog) -> list[Event]:
-    """The events one message carries: output chunks, or (the last message) the Result. The
-    last message's stderr text is the server's note for DCodeX clients, not program output."""
+    """The events one message carries: output chunks, or (the last message) the Result after
+    the run's closing stdout, if the server sent it there (`output_in_result`). The last
+    message's stderr text is the server's note for DCodeX clients, not program output."""
     if log.status != pb.STATUS_UNSPECIFIED:
-        return [Result(
+        closing = [Output("stdout", log.stdout_chunk)] if log.stdout_chunk else []
+        return [*closing, Result(
             STATUS_FROM_PB.get(log.status, Status.INTERNAL_ERROR), log.message,
             exit_code=log.exit_code if log.HasField("exit_code") else None,
             signal=log.signal or None, cpu_s=log.cpu_time_s, wall_s=log.wall_time_s,

@@ -62,7 +62,7 @@ class EmptyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CodeRequest(_message.Message):
-    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare", "checker", "show_output", "session", "files", "sources", "workspace_digest", "workspace_full", "repeat", "run_id")
+    __slots__ = ("language", "code", "stdin_data", "limits", "cflags", "ldflags", "args", "cache", "stdin_bytes", "color", "strict", "stream_stdin", "cases", "compare", "checker", "show_output", "session", "files", "sources", "workspace_digest", "workspace_full", "repeat", "run_id", "output_in_result")
     class FilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class CodeRequest(_message.Message):
     WORKSPACE_FULL_FIELD_NUMBER: _ClassVar[int]
     REPEAT_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_IN_RESULT_FIELD_NUMBER: _ClassVar[int]
     language: str
     code: str
     stdin_data: str
@@ -116,7 +117,8 @@ class CodeRequest(_message.Message):
     workspace_full: bool
     repeat: int
     run_id: str
-    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ..., checker: _Optional[_Union[CheckerProgram, _Mapping]] = ..., show_output: _Optional[bool] = ..., session: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ..., sources: _Optional[_Iterable[str]] = ..., workspace_digest: _Optional[str] = ..., workspace_full: _Optional[bool] = ..., repeat: _Optional[int] = ..., run_id: _Optional[str] = ...) -> None: ...
+    output_in_result: bool
+    def __init__(self, language: _Optional[str] = ..., code: _Optional[str] = ..., stdin_data: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., cflags: _Optional[_Iterable[str]] = ..., ldflags: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., cache: _Optional[bool] = ..., stdin_bytes: _Optional[bytes] = ..., color: _Optional[bool] = ..., strict: _Optional[bool] = ..., stream_stdin: _Optional[bool] = ..., cases: _Optional[_Iterable[_Union[TestCase, _Mapping]]] = ..., compare: _Optional[str] = ..., checker: _Optional[_Union[CheckerProgram, _Mapping]] = ..., show_output: _Optional[bool] = ..., session: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ..., sources: _Optional[_Iterable[str]] = ..., workspace_digest: _Optional[str] = ..., workspace_full: _Optional[bool] = ..., repeat: _Optional[int] = ..., run_id: _Optional[str] = ..., output_in_result: _Optional[bool] = ...) -> None: ...
 
 class RunFigures(_message.Message):
     __slots__ = ("wall_time_s", "cpu_time_s", "peak_memory_bytes")

@@ -33,6 +33,9 @@ READ_SIZE = 1 << 16
 # A chunk that ends mid-line waits this long for the rest of the line: `print("a", 1)` under
 # python -u is three writes, and one event per line is what front doors want to send on.
 COALESCE_S = 0.002
+# Output read while the program runs is yielded within this long, in one event per stream run:
+# fewer events for a chatty program, and a short run's output comes with its end.
+HOLD_S = 0.005
 STDERR_TAIL = 4096  # bytes of stderr kept to recognise out-of-memory messages
 LAUNCH_FAILED = 125  # the launcher's own exit code when it could not start the program
 LAUNCH_NO_ROOM = 124  # ... when the program's own files did not fit in its disk
@@ -170,6 +173,7 @@ def _run(argv, workspace, uid, caps, env, limits, stdin, cancel, phase, inputs, 
     pump = _Pump(proc.pid, pipes, limits.output, cancel, end_fd=stats_r if ready else None)
     usage = _Usage(proc.pid, group)
     asker = _Asker(proc.pid, pump, feed, started) if feed is not None else None
+    held = _Held(phase)
     stopped_for = None
     try:
         if asker is None:
@@ -197,11 +201,12 @@ def _run(argv, workspace, uid, caps, env, limits, stdin, cancel, phase, inputs, 
                     stopped_for = "cpu"
                     break
                 next_check = now + usage.next_interval(limits.cpu_s - used)
-            outputs = pump.step(max(0.0, min(until, next_check) - now))
+            outputs = pump.step(max(0.0, min(until, next_check, held.until) - now))
             if asker is not None:
                 outputs = asker.hold(outputs)
-            for stream, text in outputs:
-                yield Output(stream, text, phase)
+            held.add(outputs)
+            if held.due(pump):
+                yield from held.take(after_exit=pump.finished())
             if pump.over_cap:
                 stopped_for = "output"
                 break
@@ -209,19 +214,23 @@ def _run(argv, workspace, uid, caps, env, limits, stdin, cancel, phase, inputs, 
                 stopped_for = "cancel"
                 break
             if asker is not None:
-                for event in asker.look(time.monotonic()):
+                events = asker.look(time.monotonic())
+                if events:
+                    yield from held.take()  # what came before the prompt goes first
+                for event in events:
                     yield event if isinstance(event, InputRequest) else Output(*event, phase)
+        yield from held.take(after_exit=True)  # the rest comes at once, then the end
         if asker is not None and asker.held:  # the program's last partial line
-            yield Output("stdout", asker.release(), phase)
+            yield Output("stdout", asker.release(), phase, after_exit=True)
         if stopped_for:
             usage.sample()
             if group is not None:
                 group.kill()
             _kill_run(proc, caps)
         for stream, text in pump.flush():
-            yield Output(stream, text, phase)
+            yield Output(stream, text, phase, after_exit=True)
         if pump.over_cap:
-            yield Output("stderr", truncation_marker(limits.output), phase)
+            yield Output("stderr", truncation_marker(limits.output), phase, after_exit=True)
     finally:
         # Reached on every path, including GeneratorExit: nothing of the run may survive.
         handed_over = ready is not None and pump.exited and not stopped_for
@@ -402,6 +411,35 @@ class _Asker:
     def _active(self, now: float) -> None:
         self.quiet = PROBE_QUIET_S
         self.look_at = now + PROBE_QUIET_S
+
+
+class _Held:
+    """Output read but not yet yielded: for at most HOLD_S, and less than READ_SIZE of it."""
+
+    def __init__(self, phase: str):
+        self.phase = phase
+        self.items: list[tuple[str, str]] = []
+        self.size = 0
+        self.until = float("inf")
+
+    def add(self, outputs) -> None:
+        if outputs and not self.items:
+            self.until = time.monotonic() + HOLD_S
+        for stream, text in outputs:
+            if self.items and self.items[-1][0] == stream:
+                self.items[-1] = (stream, self.items[-1][1] + text)
+            else:
+                self.items.append((stream, text))
+            self.size += len(text)
+
+    def due(self, pump: "_Pump") -> bool:
+        return bool(self.items) and (pump.finished() or pump.over_cap or self.size >= READ_SIZE
+                                     or time.monotonic() >= self.until)
+
+    def take(self, after_exit: bool = False):
+        for stream, text in self.items:
+            yield Output(stream, text, self.phase, after_exit=after_exit)
+        self.items, self.size, self.until = [], 0, float("inf")
 
 
 class _Pump:
