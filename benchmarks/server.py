@@ -291,7 +291,7 @@ def report(rows: list[Row], opts) -> None:
     print("\nlocal: the engine runs in the client process. answerer: each run brings a StdinFeed, as a "
           "kernel that allows input does,\nso it goes over the bidirectional Session instead of "
           "Execute. gRPC floor: the same RemoteBackend clients against\na Python gRPC server that "
-          "answers each Execute with hello world's two messages and runs nothing. bound: the\n"
+          "answers each Execute with hello world's messages and runs nothing. bound: the\n"
           "ratio a server whose own work cost nothing beyond that could reach while the cores are "
           "busy: local / (local + floor).")
     at4 = next((r for r in rows if r.clients == 4), None)
@@ -307,7 +307,8 @@ def report(rows: list[Row], opts) -> None:
 
 def floor_server() -> list:
     """A gRPC server with the CodeExecutor service that runs nothing: each Execute or Session
-    gets hello world's two messages (its output, then an `ok` Result). What gRPC costs alone."""
+    gets hello world's messages as `dcodex serve` sends them (its output in the Result's message
+    to a client that reads it there, else apart, then an `ok` Result). What gRPC costs alone."""
     from concurrent import futures
 
     import grpc
@@ -318,16 +319,18 @@ def floor_server() -> list:
 
     output = output_to_pb(Output("stdout", "hello\n"))
     result = result_to_pb(Result(Status.OK, exit_code=0, wall_s=0.001, peak_memory=1 << 20))
+    both = result_to_pb(Result(Status.OK, exit_code=0, wall_s=0.001, peak_memory=1 << 20))
+    both.stdout_chunk = output.stdout_chunk
+
+    def answer(request):
+        return [both] if request.output_in_result else [output, result]
 
     class Floor(pb_grpc.CodeExecutorServicer):
         def Execute(self, request, context):
-            yield output
-            yield result
+            yield from answer(request)
 
         def Session(self, request_iterator, context):
-            next(request_iterator)
-            yield output
-            yield result
+            yield from answer(next(request_iterator).request)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
     pb_grpc.add_CodeExecutorServicer_to_server(Floor(), server)
