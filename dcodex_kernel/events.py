@@ -29,8 +29,9 @@ class Output:
     stream: str  # "stdout" or "stderr"
     text: str
     phase: str = "run"
-    # Read once the process had ended: of a single run, only the Result follows (the server
-    # may send the two in one message, relay.py). A hint, not part of what was written.
+    # The last of a process's output, read once it had ended (or was being stopped): of a
+    # single run, only the Result follows, so the server may send the two in one message
+    # (server.py). A hint, not part of what was written: equality ignores it.
     after_exit: bool = field(default=False, compare=False)
 
 
