@@ -172,12 +172,13 @@ class Relay:
 
 class Watchdog:
     """One thread that looks at the runs sending inline every SEND_WAIT_S / 2 while there are
-    any, and sleeps while there are none."""
+    any, and sleeps while there are none; it ends with `close()` (the server's)."""
 
     def __init__(self):
         self._relays: set[Relay] = set()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def watch(self, relay: Relay) -> None:
         with self._cond:
@@ -192,11 +193,18 @@ class Watchdog:
         with self._cond:
             self._relays.discard(relay)
 
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._relays:
+                while not self._relays and not self._closed:
                     self._cond.wait()
+                if self._closed:
+                    return
                 relays = list(self._relays)
             now = time.monotonic()
             for relay in relays:

@@ -408,6 +408,7 @@ class CodeExecutor(pb_grpc.CodeExecutorServicer):
             return self._sessions
 
     def close(self) -> None:
+        self._watchdog.close()  # (after the drain: no run is inline any more)
         with self._sessions_lock:
             if self._sessions is not None:
                 self._sessions.close()

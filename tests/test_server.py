@@ -867,6 +867,23 @@ def test_sigterm_drains_the_runs_in_flight():
         served.stop()
 
 
+def test_a_server_stopped_in_process_leaves_no_thread_of_its_own():
+    """`Server` embedded in a program: after stop() its relay watchdog is gone too."""
+    from dcodex_kernel.server import Server, ServerConfig
+
+    before = set(threading.enumerate())
+    server = Server(ServerConfig(port=0)).start()
+    backend = RemoteBackend(server.address)
+    try:
+        result = collect(backend.execute(request("c", '#include <stdio.h>\nint main(void) { puts("hi"); }\n')))
+        assert result.ok and result.stdout == "hi\n", result
+    finally:
+        backend.close()
+        server.stop(grace=5)
+    assert wait_until(lambda: not [t for t in set(threading.enumerate()) - before
+                                   if t.name == "dcodex-watchdog"], 2.0)
+
+
 def test_dcodex_run_and_doctor_with_server(server, tmp_path):
     program = tmp_path / "three.py"
     program.write_text("print('remote hello')\nraise SystemExit(3)\n")
