@@ -24,6 +24,29 @@ class LauncherUnavailable(RuntimeError):
     pass
 
 
+def launcher_command(flags, uid: int | None, gid: int | None, group) -> list[str]:
+    """The start of every launcher's command line: its layers' `flags`, the engine it dies with,
+    the run's uid (as root) and the cgroup it joins."""
+    # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
+    # fine: a run's launcher is started by the thread that waits for the run, a cgroup slot's
+    # spawner or the pool's thread, all of which live as long as what they started.
+    # argv[0] is a bare name: the run can read its init's command line (/proc/1/cmdline), and
+    # the launcher's path would tell it where the engine user's cache and home are.
+    cmd = ["dcodex-launch", *flags, "-P", str(os.getpid())]
+    if uid is not None:
+        cmd += ["-u", str(uid), "-g", str(gid)]
+    for path in group.paths() if group is not None else ():
+        cmd += ["-C", path]
+    return cmd
+
+
+def start_launcher(cmd: list[str], group, **popen) -> subprocess.Popen:
+    """Start `cmd` (launcher_command + its own words), born in `group` where it has a spawner."""
+    def start():
+        return subprocess.Popen(cmd, executable=launcher_path(), start_new_session=True, **popen)
+    return group.spawn(start) if group is not None else start()
+
+
 def launcher_path() -> str:
     """Path of the compiled launcher, building it on first use with the system C compiler."""
     global _path

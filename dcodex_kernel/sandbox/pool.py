@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from ..request import Limits
 from . import cgroups
 from .isolation import Capabilities, Workspace
-from .launcher import launcher_path
+from .launcher import launcher_command, start_launcher
 
 POOL_SIZE = 2
 MAX_SHAPES = 4
@@ -243,19 +243,11 @@ def _prestart(shape: tuple, caps: Capabilities, python: bool) -> Ready:
                                     tasks=_DEFAULTS.processes + 2)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            cmd = ["dcodex-launch", *shape, "-P", str(os.getpid()), "-d", str(_DEFAULTS.disk)]
-            if workspace.uid is not None:
-                cmd += ["-u", str(workspace.uid), "-g", str(workspace.gid)]
-            for path in group.paths() if group is not None else ():
-                cmd += ["-C", path]
-            cmd += ["-W", str(theirs.fileno())]
-
-            def start():
-                return subprocess.Popen(
-                    cmd, executable=launcher_path(), stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/", env={},
-                    pass_fds=(theirs.fileno(), *caps.inherited_fds()), start_new_session=True)
-            proc = group.spawn(start) if group is not None else start()
+            cmd = [*launcher_command(shape, workspace.uid, workspace.gid, group),
+                   "-d", str(_DEFAULTS.disk), "-W", str(theirs.fileno())]
+            proc = start_launcher(cmd, group, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, cwd="/", env={},
+                                  pass_fds=(theirs.fileno(), *caps.inherited_fds()))
         finally:
             theirs.close()
         ours.settimeout(READY_TIMEOUT_S)

@@ -25,7 +25,7 @@ from ..interactive import StdinFeed
 from ..request import Limits
 from . import cgroups, pool
 from .isolation import Capabilities, Workspace
-from .launcher import launcher_path
+from .launcher import launcher_command, start_launcher
 from .limits import rlimit_args
 from .stdin_probe import blocked_reading
 
@@ -267,27 +267,12 @@ def _run(argv, workspace, uid, caps, env, limits, stdin, cancel, phase, inputs, 
 
 def _launch(argv, workspace, uid, caps, env, group, python, binds, own, fds):
     """Start a launcher that makes the run's sandbox and runs it."""
-    # -P: the run dies with this process. PDEATHSIG follows the spawning *thread*, which is
-    # fine: the thread that starts a run is either blocked in this generator until the run ends
-    # or a cgroup slot's spawner, which lives as long as the engine.
-    # argv[0] is a bare name: the run can read its init's command line (/proc/1/cmdline), and
-    # the launcher's path would tell it where the engine user's cache and home are.
-    cmd = ["dcodex-launch", *caps.launcher_flags(python=python), "-P", str(os.getpid())]
+    cmd = launcher_command(caps.launcher_flags(python=python), uid, workspace.gid, group)
     cmd += [w for place, fd in binds for w in ("-R", f"{place}:{fd}")]
-    if uid is not None:
-        cmd += ["-u", str(uid), "-g", str(workspace.gid)]
-    for path in group.paths() if group else ():
-        cmd += ["-C", path]
-    cmd += [*own, "--", *argv]
-
-    def start():
-        return subprocess.Popen(
-            cmd, executable=launcher_path(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd=workspace.workdir or "/", env=env,
-            pass_fds=(*fds, *caps.inherited_fds(), *(fd for _, fd in binds)),
-            start_new_session=True,
-        )
-    return group.spawn(start) if group is not None else start()
+    return start_launcher(
+        [*cmd, *own, "--", *argv], group, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=workspace.workdir or "/", env=env,
+        pass_fds=(*fds, *caps.inherited_fds(), *(fd for _, fd in binds)))
 
 
 def _go(ready: pool.Ready, own: list[str], env: dict, argv: list[str], fds: list[int]):
