@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import select
 import signal
 import statistics
@@ -57,10 +58,12 @@ TARGET_AT_4 = 0.80
 @dataclass
 class Cpu:
     """CPU ms per run of one side: the client process, the server process (none for the local
-    backend, whose engine is the client), and the programs (sandbox launcher and hello world)."""
+    backend, whose engine is the client), and the programs (sandbox launcher and hello world);
+    and the context switches per run of the client and server processes' threads together."""
     client: float
     server: float
     programs: float
+    switches: float = 0.0
 
     @property
     def total(self) -> float:
@@ -78,6 +81,10 @@ class Row:
     server_p50_ms: float
     server_p99_ms: float
     server_cpu: Cpu
+    pinned_runs_s: float  # the server again, started with --pin-cpu (its threads on one CPU)
+    pinned_p50_ms: float
+    pinned_p99_ms: float
+    pinned_cpu: Cpu
     answerer_runs_s: float  # the server again, each run with a StdinFeed (the Session RPC)
     answerer_cpu: Cpu
     floor_runs_s: float  # the same client against a gRPC server that runs nothing
@@ -92,12 +99,20 @@ class Row:
         return self.server_cpu.total
 
     @property
+    def pinned_cpu_ms(self) -> float:
+        return self.pinned_cpu.total
+
+    @property
     def floor_cpu_ms(self) -> float:
         return self.floor_cpu.total
 
     @property
     def ratio(self) -> float:
         return self.server_runs_s / self.local_runs_s
+
+    @property
+    def pinned_ratio(self) -> float:
+        return self.pinned_runs_s / self.local_runs_s
 
     @property
     def answerer_ratio(self) -> float:
@@ -126,6 +141,52 @@ def cpu_seconds(client, server) -> tuple[float, float, float]:  # psutil.Process
     return own[0], own[1], children
 
 
+def switches(server) -> int:
+    """Context switches so far (voluntary and not) of this process's threads, those that ended
+    too (getrusage), and of the live threads of `server` (a psutil.Process, or None), whose
+    threads are kept in pools: the thread handoffs a run costs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    total = usage.ru_nvcsw + usage.ru_nivcsw
+    if server is not None:
+        for thread in os.listdir(f"/proc/{server.pid}/task"):
+            try:
+                with open(f"/proc/{server.pid}/task/{thread}/status") as f:
+                    total += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+            except (OSError, ValueError):  # a thread that ended meanwhile
+                pass
+    return total
+
+
+def handoff_us(cross_core: bool, rounds: int = 5000) -> float:
+    """CPU µs one thread handoff costs here (half a round trip between two threads through
+    semaphores), with the two threads on two cores or both on one. A VM can make the first
+    several times the second: waking a thread on another core exits to the hypervisor."""
+    cores = sorted(os.sched_getaffinity(0))
+    if cross_core and len(cores) < 2:
+        return float("nan")
+    ping, pong = threading.Semaphore(0), threading.Semaphore(0)
+
+    def other():
+        os.sched_setaffinity(0, {cores[1] if cross_core else cores[0]})
+        for _ in range(rounds):
+            ping.acquire()
+            pong.release()
+
+    thread = threading.Thread(target=other)
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cores[0]})  # (this thread only)
+    try:
+        thread.start()
+        t0 = time.process_time()
+        for _ in range(rounds):
+            ping.release()
+            pong.acquire()
+        thread.join()
+        return (time.process_time() - t0) / rounds / 2 * 1e6
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
 def measure(backends, request: Request, runs_per_client: int, me=None, served=None,
             answerer: bool = False) -> tuple[float, list[float], Cpu]:
     """`len(backends)` clients, each running `request` `runs_per_client` times on its own
@@ -152,6 +213,7 @@ def measure(backends, request: Request, runs_per_client: int, me=None, served=No
             latencies.extend(mine)
 
     cpu0 = cpu_seconds(me, served) if me is not None else (0.0,) * 3
+    switches0 = switches(served)
     threads = [threading.Thread(target=client, args=(b,)) for b in backends]
     for thread in threads:
         thread.start()
@@ -161,7 +223,8 @@ def measure(backends, request: Request, runs_per_client: int, me=None, served=No
         thread.join()
     elapsed = time.perf_counter() - t0
     cpu1 = cpu_seconds(me, served) if me is not None else (0.0,) * 3
-    cpu = Cpu(*((b - a) * 1000 / len(latencies) for a, b in zip(cpu0, cpu1)))
+    cpu = Cpu(*((b - a) * 1000 / len(latencies) for a, b in zip(cpu0, cpu1)),
+              (switches(served) - switches0) / len(latencies))
     if failures:
         raise RuntimeError(f"{len(failures)} runs failed, e.g. {failures[0]}")
     return len(latencies) / elapsed, latencies, cpu
@@ -209,8 +272,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
     tmp = tempfile.TemporaryDirectory(prefix="dcodex-bench-server-")
     cache_dir = os.path.join(tmp.name, "cache")
     # Server and local backend share one build cache (and so the one compiled hello world).
-    server = Server("--max-concurrent", str(max(opts.clients)), "--queue-length", "64",
-                    "--result-cache-entries", "0", env={"DCODEX_CACHE_DIR": cache_dir})
+    serving = ("--max-concurrent", str(max(opts.clients)), "--queue-length", "64",
+               "--result-cache-entries", "0")
+    server = Server(*serving, env={"DCODEX_CACHE_DIR": cache_dir})
+    pinned = Server(*serving, "--pin-cpu", str(max(os.sched_getaffinity(0))),
+                    env={"DCODEX_CACHE_DIR": cache_dir})
     floor = Server(command=[sys.executable, os.path.abspath(__file__), "--floor-server"])
     local = LocalBackend(BuildCache(os.path.join(cache_dir, "builds")))
     request = Request(Language.parse(opts.language), HELLO[opts.language])
@@ -218,11 +284,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
     most = max(opts.clients)
     sides = {"local": ([local] * most, None, False),
              "server": ([RemoteBackend(server.address) for _ in range(most)], served, False),
+             "pinned": ([RemoteBackend(pinned.address) for _ in range(most)],
+                        psutil.Process(pinned.proc.pid), False),
              "answerer": ([RemoteBackend(server.address) for _ in range(most)], served, True),
              "floor": ([RemoteBackend(floor.address) for _ in range(most)],
                        psutil.Process(floor.proc.pid), False)}
     rows = []
     try:
+        # What a thread handoff costs on this machine now, across cores and within one.
+        handoffs = [statistics.median(handoff_us(cross) for _ in range(3)) for cross in (True, False)]
         for backends, _, answerer in sides.values():  # compile once, connect, warm up
             for _ in range(3):
                 result = collect(backends[0].execute(request))
@@ -243,40 +313,44 @@ def main(argv: list[str] | None = None) -> list[Row]:
             for name in sides:
                 rates, latencies, cpus = figures[name]
                 row.append(statistics.median(rates))
-                if name in ("local", "server"):
+                if name in ("local", "server", "pinned"):
                     row += [statistics.median(latencies), percentile(latencies, 0.99)]
                 row.append(Cpu(*(statistics.median(getattr(c, f) for c in cpus)
-                                 for f in ("client", "server", "programs"))))
+                                 for f in ("client", "server", "programs", "switches"))))
             rows.append(Row(*row))
-        for name in ("server", "answerer", "floor"):
+        for name in ("server", "pinned", "answerer", "floor"):
             for backend in sides[name][0]:
                 backend.close()
     finally:
         server.stop()
+        pinned.stop()
         floor.stop()
         tmp.cleanup()
 
-    report(rows, opts)
+    report(rows, opts, handoffs)
     return rows
 
 
-def report(rows: list[Row], opts) -> None:
+def report(rows: list[Row], opts, handoffs: list[float]) -> None:
     print(f"cached {opts.language} hello world through `dcodex serve` on 127.0.0.1 (result cache "
           f"off) and the local backend, {os.cpu_count()} cores; medians of {opts.rounds} "
           f"alternating rounds of ~{opts.runs} runs per side, latency percentiles over all runs\n")
-    header = (f"{'clients':>7} | {'local runs/s':>12} {'p50':>6} {'p99':>6} | "
-              f"{'server runs/s':>13} {'p50':>6} {'p99':>6} {'ratio':>5} | "
+    header = (f"{'clients':>7} | {'local runs/s':>12} {'p50':>5} {'p99':>5} | "
+              f"{'server runs/s':>13} {'p50':>5} {'p99':>5} {'ratio':>5} | "
+              f"{'--pin-cpu runs/s':>16} {'p50':>5} {'p99':>5} {'ratio':>5} | "
               f"{'answerer runs/s':>15} {'ratio':>5} | {'gRPC floor runs/s':>17}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r.clients:>7} | {r.local_runs_s:12.1f} {r.local_p50_ms:6.1f} {r.local_p99_ms:6.1f} | "
-              f"{r.server_runs_s:13.1f} {r.server_p50_ms:6.1f} {r.server_p99_ms:6.1f} "
-              f"{r.ratio:5.0%} | {r.answerer_runs_s:15.1f} {r.answerer_ratio:5.0%} | "
-              f"{r.floor_runs_s:17.1f}")
+        print(f"{r.clients:>7} | {r.local_runs_s:12.1f} {r.local_p50_ms:5.1f} {r.local_p99_ms:5.1f} | "
+              f"{r.server_runs_s:13.1f} {r.server_p50_ms:5.1f} {r.server_p99_ms:5.1f} "
+              f"{r.ratio:5.0%} | {r.pinned_runs_s:16.1f} {r.pinned_p50_ms:5.1f} "
+              f"{r.pinned_p99_ms:5.1f} {r.pinned_ratio:5.0%} | {r.answerer_runs_s:15.1f} "
+              f"{r.answerer_ratio:5.0%} | {r.floor_runs_s:17.1f}")
     print("\nCPU ms per run (client process + server process + programs = total), medians:\n")
     header = (f"{'clients':>7} | {'local':>21} | {'server (Execute)':>24} | "
-              f"{'answerer (Session)':>24} | {'gRPC floor':>12} | {'bound':>5}")
+              f"{'--pin-cpu server':>24} | {'answerer (Session)':>24} | {'gRPC floor':>12} | "
+              f"{'bound':>5}")
     print(header)
     print("-" * len(header))
 
@@ -286,22 +360,39 @@ def report(rows: list[Row], opts) -> None:
 
     for r in rows:
         print(f"{r.clients:>7} | {split(r.local_cpu, False):>21} | {split(r.server_cpu):>24} | "
-              f"{split(r.answerer_cpu):>24} | {r.floor_cpu.client:4.1f} + {r.floor_cpu.server:3.1f}"
-              f" | {r.bound:5.0%}")
-    print("\nlocal: the engine runs in the client process. answerer: each run brings a StdinFeed, as a "
-          "kernel that allows input does,\nso it goes over the bidirectional Session instead of "
-          "Execute. gRPC floor: the same RemoteBackend clients against\na Python gRPC server that "
-          "answers each Execute with hello world's messages and runs nothing. bound: the\n"
-          "ratio a server whose own work cost nothing beyond that could reach while the cores are "
-          "busy: local / (local + floor).")
+              f"{split(r.pinned_cpu):>24} | {split(r.answerer_cpu):>24} | "
+              f"{r.floor_cpu.client:4.1f} + {r.floor_cpu.server:3.1f} | {r.bound:5.0%}")
+    print("\ncontext switches per run (the client and server processes' threads), medians:\n")
+    header = (f"{'clients':>7} | {'local':>7} | {'server':>7} | {'--pin-cpu':>9} | "
+              f"{'answerer':>8} | {'gRPC floor':>10}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r.clients:>7} | {r.local_cpu.switches:7.1f} | {r.server_cpu.switches:7.1f} | "
+              f"{r.pinned_cpu.switches:9.1f} | {r.answerer_cpu.switches:8.1f} | "
+              f"{r.floor_cpu.switches:10.1f}")
+    cross, same = handoffs
+    print(f"\na thread handoff (one thread waking another) costs {cross:.0f} µs of CPU between two "
+          f"cores and {same:.0f} µs within one, measured now")
+    print("\nlocal: the engine runs in the client process. --pin-cpu: the server started with "
+          "--pin-cpu, its threads on one CPU\n(the programs on all). answerer: each run brings a "
+          "StdinFeed, as a kernel that allows input does, so it goes\nover the bidirectional "
+          "Session instead of Execute. gRPC floor: the same RemoteBackend clients against a "
+          "Python gRPC\nserver that answers each Execute with hello world's messages and runs "
+          "nothing. bound: the ratio a server whose own\nwork cost nothing beyond that could "
+          "reach while the cores are busy: local / (local + floor).")
     at4 = next((r for r in rows if r.clients == 4), None)
     if at4 is not None:
-        verdict = "met" if at4.ratio >= TARGET_AT_4 else "missed"
+        def verdict(ratio: float) -> str:
+            return (f"{ratio:.0%}, {'met' if ratio >= TARGET_AT_4 else 'missed'} "
+                    f"({(ratio - TARGET_AT_4) * 100:+.0f} points)")
+
         extra = at4.server_cpu_ms - at4.local_cpu_ms
         print(f"target: at 4 clients the server >= {TARGET_AT_4:.0%} of local throughput: "
-              f"{at4.ratio:.0%}, {verdict} ({(at4.ratio - TARGET_AT_4) * 100:+.0f} points; bound "
-              f"{at4.bound:.0%}); the server path costs {extra:.1f} ms CPU per run more than the "
-              f"local backend, {at4.floor_cpu_ms:.1f} ms of it the gRPC floor; with an answerer "
+              f"{verdict(at4.ratio)}, with --pin-cpu {verdict(at4.pinned_ratio)}; bound "
+              f"{at4.bound:.0%}; the server path costs {extra:.1f} ms CPU per run more than the "
+              f"local backend ({at4.pinned_cpu_ms - at4.local_cpu_ms:.1f} ms with --pin-cpu), "
+              f"{at4.floor_cpu_ms:.1f} ms of it the gRPC floor; with an answerer "
               f"{at4.answerer_ratio:.0%}")
 
 

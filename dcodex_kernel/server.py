@@ -45,6 +45,7 @@ from .proto import dcodex_pb2_grpc as pb_grpc
 from .proto.convert import (LIMIT_FIELDS, cases_from_pb, checker_from_pb, input_to_pb,
                             limits_to_pb, output_to_pb, phase_to_pb, result_to_pb)
 from .relay import Relay, Watchdog
+from .sandbox.launcher import pin_engine_threads
 from .request import Language, Limits, Request
 from .sessions import SessionError, SessionStore, apply_upload
 from .workspace import MAX_BYTES as WORKSPACE_BYTES, MAX_FILES as WORKSPACE_FILES
@@ -94,6 +95,7 @@ class ServerConfig:
     max_sessions: int = 1000
     input_timeout_s: float = 300.0  # an interactive run waiting this long for input is stopped
     build_cache: BuildCache | None = None
+    pin_cpu: int | None = None  # serve(): the server's own threads on this CPU (the runs: all)
 
     def check(self) -> None:
         """ValueError with a message fit to show for a configuration that cannot serve."""
@@ -120,6 +122,9 @@ class ServerConfig:
                 and self.max_sessions > 0 and 0 < self.session_ttl_s < math.inf):
             raise ValueError("--session-quota (at most 64 MiB), --max-sessions and --session-ttl "
                              "must be positive")
+        if self.pin_cpu is not None and self.pin_cpu not in os.sched_getaffinity(0):
+            raise ValueError(f"--pin-cpu {self.pin_cpu}: this process may use CPU(s) "
+                             f"{', '.join(map(str, sorted(os.sched_getaffinity(0))))}")
         if not (0 <= self.rate_limit < math.inf) or self.rate_burst < 1:
             raise ValueError("--rate-limit must not be negative and --rate-burst at least 1")
         if not is_loopback(self.host) and not self.insecure and not (self.tokens and self.tls_cert):
@@ -798,6 +803,8 @@ class Server:
 
 def serve(config: ServerConfig, *, out=sys.stderr) -> int:
     """Run until SIGTERM or SIGINT, then drain. The exit code of `dcodex serve`."""
+    if config.pin_cpu is not None:  # before any thread of the server's is started
+        pin_engine_threads(config.pin_cpu)
     server = Server(config).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

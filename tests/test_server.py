@@ -884,6 +884,70 @@ def test_a_server_stopped_in_process_leaves_no_thread_of_its_own():
                                    if t.name == "dcodex-watchdog"], 2.0)
 
 
+AFFINITY_C = r"""#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+int main(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) if (CPU_ISSET(cpu, &set)) printf("%d ", cpu);
+    puts("");
+}
+"""
+
+
+def test_a_pinned_servers_threads_share_one_cpu_and_its_programs_keep_every_cpu():
+    """--pin-cpu: every thread of the server's on that CPU; its programs (from the pool or
+    started for the run) on every CPU the server was given."""
+    cpus = sorted(os.sched_getaffinity(0))
+    served = Served("--pin-cpu", str(cpus[-1]), "--max-concurrent", "2")
+    backend = RemoteBackend(served.address)
+    try:
+        for _ in range(3):
+            result = collect(backend.execute(request("c", AFFINITY_C)))
+            assert result.ok and result.stdout.split() == [str(c) for c in cpus], result
+        result = collect(backend.execute(request(
+            "python", "import os; print(sorted(os.sched_getaffinity(0)))")))
+        assert result.ok and result.stdout == f"{cpus}\n", result
+        threads = os.listdir(f"/proc/{served.proc.pid}/task")
+        assert len(threads) > 5 and all(os.sched_getaffinity(int(t)) == {cpus[-1]} for t in threads)
+    finally:
+        backend.close()
+        assert served.stop() == 0
+
+
+PINNED_ENGINE = r"""
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from dcodex_kernel.backends.local import LocalBackend
+from dcodex_kernel.events import collect
+from dcodex_kernel.request import Request
+from dcodex_kernel.sandbox.launcher import pin_engine_threads
+pin_engine_threads(int(sys.argv[2]))
+result = collect(LocalBackend().execute(Request("c", sys.stdin.read())))
+print(json.dumps({"ok": result.ok, "stdout": result.stdout, "message": result.message,
+                  "isolation": result.isolation, "engine": sorted(os.sched_getaffinity(0))}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the suite runs as an ordinary user already")
+def test_a_pinned_ordinary_users_engine_keeps_every_cpu_for_its_programs():
+    """As an ordinary user the engine starts a run's launcher from the run's own (pinned)
+    thread, not from a cgroup slot's: the run gets every CPU there too."""
+    from .support import run_as_ordinary_user
+
+    cpus = sorted(os.sched_getaffinity(0))
+    out = json.loads(run_as_ordinary_user(PINNED_ENGINE, str(cpus[-1]), input=AFFINITY_C))
+    assert out["ok"] and "per-run-uid" not in out["isolation"], out
+    assert out["stdout"].split() == [str(c) for c in cpus] and out["engine"] == [cpus[-1]], out
+
+
+def test_pin_cpu_must_be_one_the_server_may_use():
+    proc = subprocess.run([*DCODEX, "serve", "--port", "0", "--pin-cpu", str(os.cpu_count() + 7)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--pin-cpu" in proc.stderr and "may use CPU" in proc.stderr, proc
+
+
 def test_dcodex_run_and_doctor_with_server(server, tmp_path):
     program = tmp_path / "three.py"
     program.write_text("print('remote hello')\nraise SystemExit(3)\n")

@@ -43,8 +43,32 @@ def launcher_command(flags, uid: int | None, gid: int | None, group) -> list[str
 def start_launcher(cmd: list[str], group, **popen) -> subprocess.Popen:
     """Start `cmd` (launcher_command + its own words), born in `group` where it has a spawner."""
     def start():
-        return subprocess.Popen(cmd, executable=launcher_path(), start_new_session=True, **popen)
+        if _run_cpus is None:
+            return subprocess.Popen(cmd, executable=launcher_path(), start_new_session=True, **popen)
+        # The engine's threads are pinned (pin_engine_threads); a child gets the CPUs of the
+        # thread that starts it, and a run gets all of the process's.
+        pinned = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, _run_cpus)
+        try:
+            return subprocess.Popen(cmd, executable=launcher_path(), start_new_session=True, **popen)
+        finally:
+            os.sched_setaffinity(0, pinned)
     return group.spawn(start) if group is not None else start()
+
+
+_run_cpus: set[int] | None = None  # a run's CPUs once the engine's own threads are pinned
+
+
+def pin_engine_threads(cpu: int) -> None:
+    """Keep this thread, and the threads started from it after this, on CPU `cpu`; the runs
+    started after this keep every CPU the process had. For a process whose threads are the
+    engine's (`dcodex serve --pin-cpu`): its Python runs on one core at a time anyway (the
+    GIL), and its threads hand each run to each other a few dozen times, which costs far less
+    within one core than across two on a VM. OSError if the process may not use `cpu`."""
+    global _run_cpus
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    _run_cpus = allowed
 
 
 def launcher_path() -> str:
