@@ -331,6 +331,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
     return rows
 
 
+def table(header: str, lines) -> None:
+    print(header)
+    print("-" * len(header))
+    for line in lines:
+        print(line)
+
+
 def report(rows: list[Row], opts, handoffs: list[float]) -> None:
     print(f"cached {opts.language} hello world through `dcodex serve` on 127.0.0.1 (result cache "
           f"off) and the local backend, {os.cpu_count()} cores; medians of {opts.rounds} "
@@ -339,38 +346,31 @@ def report(rows: list[Row], opts, handoffs: list[float]) -> None:
               f"{'server runs/s':>13} {'p50':>5} {'p99':>5} {'ratio':>5} | "
               f"{'--pin-cpu runs/s':>16} {'p50':>5} {'p99':>5} {'ratio':>5} | "
               f"{'answerer runs/s':>15} {'ratio':>5} | {'gRPC floor runs/s':>17}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r.clients:>7} | {r.local_runs_s:12.1f} {r.local_p50_ms:5.1f} {r.local_p99_ms:5.1f} | "
-              f"{r.server_runs_s:13.1f} {r.server_p50_ms:5.1f} {r.server_p99_ms:5.1f} "
-              f"{r.ratio:5.0%} | {r.pinned_runs_s:16.1f} {r.pinned_p50_ms:5.1f} "
-              f"{r.pinned_p99_ms:5.1f} {r.pinned_ratio:5.0%} | {r.answerer_runs_s:15.1f} "
-              f"{r.answerer_ratio:5.0%} | {r.floor_runs_s:17.1f}")
+    table(header, (f"{r.clients:>7} | {r.local_runs_s:12.1f} {r.local_p50_ms:5.1f} "
+                   f"{r.local_p99_ms:5.1f} | {r.server_runs_s:13.1f} {r.server_p50_ms:5.1f} "
+                   f"{r.server_p99_ms:5.1f} {r.ratio:5.0%} | {r.pinned_runs_s:16.1f} "
+                   f"{r.pinned_p50_ms:5.1f} {r.pinned_p99_ms:5.1f} {r.pinned_ratio:5.0%} | "
+                   f"{r.answerer_runs_s:15.1f} {r.answerer_ratio:5.0%} | {r.floor_runs_s:17.1f}"
+                   for r in rows))
     print("\nCPU ms per run (client process + server process + programs = total), medians:\n")
     header = (f"{'clients':>7} | {'local':>21} | {'server (Execute)':>24} | "
               f"{'--pin-cpu server':>24} | {'answerer (Session)':>24} | {'gRPC floor':>12} | "
               f"{'bound':>5}")
-    print(header)
-    print("-" * len(header))
 
     def split(c: Cpu, server: bool = True) -> str:
         return (f"{c.client:4.1f} + {c.server:3.1f} + {c.programs:3.1f} = {c.total:4.1f}" if server
                 else f"{c.client:4.1f} + {c.programs:3.1f} = {c.total:4.1f}")
 
-    for r in rows:
-        print(f"{r.clients:>7} | {split(r.local_cpu, False):>21} | {split(r.server_cpu):>24} | "
-              f"{split(r.pinned_cpu):>24} | {split(r.answerer_cpu):>24} | "
-              f"{r.floor_cpu.client:4.1f} + {r.floor_cpu.server:3.1f} | {r.bound:5.0%}")
+    table(header, (f"{r.clients:>7} | {split(r.local_cpu, False):>21} | {split(r.server_cpu):>24} | "
+                   f"{split(r.pinned_cpu):>24} | {split(r.answerer_cpu):>24} | "
+                   f"{r.floor_cpu.client:4.1f} + {r.floor_cpu.server:3.1f} | {r.bound:5.0%}"
+                   for r in rows))
     print("\ncontext switches per run (the client and server processes' threads), medians:\n")
     header = (f"{'clients':>7} | {'local':>7} | {'server':>7} | {'--pin-cpu':>9} | "
               f"{'answerer':>8} | {'gRPC floor':>10}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r.clients:>7} | {r.local_cpu.switches:7.1f} | {r.server_cpu.switches:7.1f} | "
-              f"{r.pinned_cpu.switches:9.1f} | {r.answerer_cpu.switches:8.1f} | "
-              f"{r.floor_cpu.switches:10.1f}")
+    table(header, (f"{r.clients:>7} | {r.local_cpu.switches:7.1f} | {r.server_cpu.switches:7.1f} | "
+                   f"{r.pinned_cpu.switches:9.1f} | {r.answerer_cpu.switches:8.1f} | "
+                   f"{r.floor_cpu.switches:10.1f}" for r in rows))
     cross, same = handoffs
     print(f"\na thread handoff (one thread waking another) costs {cross:.0f} µs of CPU between two "
           f"cores and {same:.0f} µs within one, measured now")
