@@ -814,6 +814,8 @@ def serve(config: ServerConfig, *, out=sys.stderr) -> int:
                                        "token" if config.tokens else "no token"]))
     if server.health_port:
         security += f"; health service also on {server.address_of(server.health_port)}, plaintext"
+    if config.pin_cpu is not None:
+        security += f"; its threads on CPU {config.pin_cpu}"
     print(f"dcodex serve: listening on {server.address} ({security}; {config.max_concurrent} "
           f"sandboxes, queue {config.queue_length}; isolation: {', '.join(caps.layers()) or 'none'})",
           file=out, flush=True)
