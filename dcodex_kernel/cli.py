@@ -313,8 +313,8 @@ def _add_serve(sub) -> None:
                       help="refuse every run where a sandbox layer is missing")
     work.add_argument("--pin-cpu", type=int, metavar="CPU",
                       help="run the server's own threads on this CPU alone; the programs keep "
-                           "every CPU. For a server alone on a small machine or VM: there it "
-                           "takes about a fifth off the server's CPU time per run (see README)")
+                           "every CPU. For a server alone on a small machine or VM: on a 2-core "
+                           "VM it took 10-20 %% off the server's CPU time per run (see README)")
     lim = serve.add_argument_group("limits (a request that sets none gets the default)")
     for names, dest, parse, what, name, default in (
         (("--cpu-time", "--sandbox_cpu_time_limit_seconds"), "cpu_s", parse_seconds, "cpu time", "cpu_s", "1 s"),

@@ -45,8 +45,8 @@ from .proto import dcodex_pb2_grpc as pb_grpc
 from .proto.convert import (LIMIT_FIELDS, cases_from_pb, checker_from_pb, input_to_pb,
                             limits_to_pb, output_to_pb, phase_to_pb, result_to_pb)
 from .relay import Relay, Watchdog
-from .sandbox.launcher import pin_engine_threads
 from .request import Language, Limits, Request
+from .sandbox.launcher import pin_engine_threads
 from .sessions import SessionError, SessionStore, apply_upload
 from .workspace import MAX_BYTES as WORKSPACE_BYTES, MAX_FILES as WORKSPACE_FILES
 from .workspace import WorkspaceError, check_files
